@@ -1,0 +1,1 @@
+"""Braid's REST front: submit jobs to services and pipelines, follow them, cancel them."""

@@ -1,0 +1,52 @@
+"""What routes depend on, as ``Annotated`` dependencies."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+
+from api.hub import Hub
+from app import Settings, Unauthorized
+from app._jobs import JobStore
+from app._registry import Registry
+
+__all__ = ["Authorized", "Braid", "BraidDep"]
+
+
+@dataclass
+class Braid:
+    """The API process's long-lived parts."""
+
+    settings: Settings
+    registry: Registry
+    store: JobStore
+    celery: Celery
+    hub: Hub
+
+
+def _braid(request: Request) -> Braid:
+    braid: Braid = request.app.state.braid
+    return braid
+
+
+BraidDep = Annotated[Braid, Depends(_braid)]
+
+
+def _authorize(request: Request, braid: BraidDep) -> None:
+    keys = braid.settings.api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not any(
+        secrets.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys
+    ):
+        raise Unauthorized("this API needs `Authorization: Bearer <key>` with a key from "
+                           "BRAID_API_KEYS")
+
+
+Authorized = Depends(_authorize)

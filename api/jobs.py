@@ -1,0 +1,114 @@
+"""Submitting jobs and rendering job records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from api.deps import Braid
+from api.hub import expire
+from app import BrokerUnavailable, JobNotFound, JobState, _codec
+from app._canvas import build, new_job
+from app._pipeline import Pipeline
+from app._types import to_rest
+
+__all__ = ["read_job", "render", "submit"]
+
+
+def _time(value: str | None) -> str | None:
+    if not value:
+        return None
+    return dt.datetime.fromtimestamp(float(value), dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def status_url(request: Request, braid: Braid, job: str) -> str:
+    base = braid.settings.public_url or str(request.base_url).rstrip("/")
+    return f"{base}/v1/jobs/{job}"
+
+
+async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseModel) -> JSONResponse:
+    """Store the job, then publish its canvas; 202 with where to follow it."""
+    texts: dict[str, str] = {}
+    blobs: dict[str, str] = {}
+    for name, value in body:
+        texts[name], blob = _codec.pack(value, braid.settings.blob_threshold)
+        if blob is not None:
+            blobs[blob[0]] = blob[1]
+    deadline = pipeline.derived_deadline(braid.settings.time_limit_grace_s,
+                                         braid.settings.deadline_slack_s)
+    job, created = await braid.store.create(new_job(pipeline, texts, deadline), blobs)
+    try:
+        await run_in_threadpool(build(braid.celery, pipeline, job).apply_async)
+    except Exception as exc:
+        await braid.store.discard(job)
+        raise BrokerUnavailable(f"could not publish the job ({exc}); nothing was queued, "
+                                "retry once Redis is back") from exc
+    url = status_url(request, braid, job)
+    return JSONResponse(
+        {"id": job, "state": JobState.queued.value, "pipeline": pipeline.name,
+         "created_at": _time(str(created)), "status_url": url},
+        status_code=202, headers={"Location": url},
+    )
+
+
+def _steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
+    steps: dict[str, dict[str, Any]] = {}
+    for key, value in fields.items():
+        name, _, attr = key.rpartition("|")
+        steps.setdefault(name, {})[attr] = value
+    out = {}
+    for name, s in steps.items():
+        out[name] = {
+            "service": s.get("service"), "api": s.get("api"), "kind": s.get("kind", "step"),
+            "state": s.get("state", "queued"), "attempts": int(s.get("attempts", 0)),
+            "worker": s.get("worker"), "task_id": s.get("task_id"),
+            "queued_at": _time(s.get("queued_at")), "started_at": _time(s.get("started_at")),
+            "finished_at": _time(s.get("finished_at")),
+            "error": json.loads(s["error"]) if s.get("error") else None,
+        }
+        if "size" in s:
+            out[name]["size"] = int(s["size"])
+    for name, s in list(out.items()):
+        base = name.split("[", 1)[0]
+        if "[" in name and base in out:
+            out[name]["service"] = out[base]["service"]
+            out[name]["api"] = out[base]["api"]
+    return out
+
+
+async def render(braid: Braid, record: dict[str, str], steps: dict[str, str] | None) -> dict[str, Any]:
+    state = record["state"]
+    view: dict[str, Any] = {
+        "id": record["id"], "pipeline": record.get("pipeline"), "state": state,
+        "created_at": _time(record.get("created_at")),
+        "started_at": _time(record.get("started_at")),
+        "finished_at": _time(record.get("finished_at")),
+        "progress": {"done": int(record.get("done", 0)), "total": int(record.get("total", 0))},
+    }
+    if steps is not None:
+        view["steps"] = _steps(steps)
+    if state == JobState.succeeded and "result" in record:
+        view["result"] = to_rest(await braid.store.result(record["result"]))
+    if record.get("error"):
+        view["error"] = json.loads(record["error"])
+    return view
+
+
+async def read_job(braid: Braid, job: str, with_steps: bool = True) -> dict[str, Any]:
+    found = await braid.store.read(job)
+    if found is None:
+        raise JobNotFound(f"no job {job!r} (unknown, or older than BRAID_JOB_TTL_S)")
+    record, steps = found
+    if record["state"] in ("queued", "running") and float(record.get("deadline", "inf")) < time.time():
+        await expire(braid.store, job)
+        found = await braid.store.read(job)
+        assert found is not None
+        record, steps = found
+    return await render(braid, record, steps if with_steps else None)

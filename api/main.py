@@ -1,0 +1,66 @@
+"""The FastAPI app: ``uvicorn --factory api.main:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from api import problems
+from api.deps import Braid, BraidDep
+from api.hub import Hub
+from api.routes import jobs, pipelines, services
+from app import Settings, get_settings
+from app._celery import create_celery
+from app._jobs import JobStore
+from app._registry import Registry, load
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """Build the API for the services and pipelines of ``settings.apps``."""
+    settings = settings or get_settings()
+    registry = registry or load(settings.apps)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2,
+                                         socket_timeout=10)
+        listener = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
+        store = JobStore(client, settings.job_ttl_s)
+        hub = Hub(listener, store, settings.sweep_interval_s)
+        celery = create_celery(settings, registry.all_services)
+        app.state.braid = Braid(settings, registry, store, celery, hub)
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await client.aclose()
+            await listener.aclose()
+
+    app = FastAPI(title="Braid", summary="Composed ML models as REST jobs",
+                  version="0.1.0", lifespan=lifespan)
+    problems.install(app)
+    app.include_router(services.router(registry))
+    app.include_router(pipelines.router(registry))
+    app.include_router(jobs.router())
+
+    @app.get("/healthz", tags=["health"], summary="The API process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Redis is reachable")
+    async def readyz(braid: BraidDep) -> Any:
+        try:
+            await braid.store.client.ping()
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,50 @@
+"""Braid: serve composed ML models on Celery.
+
+Declare services with :func:`service` and :func:`api`, compose them with :func:`pipeline`,
+:func:`step` and :func:`each`; run everything with ``braid up``.
+"""
+
+from app._errors import (
+    BraidError,
+    BrokerUnavailable,
+    DeclarationError,
+    InvalidInput,
+    JobConflict,
+    JobNotFound,
+    NotFound,
+    PayloadTooLarge,
+    PipelineNotFound,
+    ServiceNotFound,
+    Unauthorized,
+)
+from app._jobs import JobState
+from app._pipeline import Value, each, pipeline, step
+from app._runtime import device
+from app._service import Resources, Retry, api, service
+from app._settings import Settings, get_settings
+
+__all__ = [
+    "BraidError",
+    "BrokerUnavailable",
+    "DeclarationError",
+    "InvalidInput",
+    "JobConflict",
+    "JobNotFound",
+    "JobState",
+    "NotFound",
+    "PayloadTooLarge",
+    "PipelineNotFound",
+    "Resources",
+    "Retry",
+    "ServiceNotFound",
+    "Settings",
+    "Unauthorized",
+    "Value",
+    "api",
+    "device",
+    "each",
+    "get_settings",
+    "pipeline",
+    "service",
+    "step",
+]

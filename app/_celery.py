@@ -1,0 +1,62 @@
+"""The Celery app every Braid process shares, configured for production (see STACK_NOTES)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery
+from kombu import Queue
+
+from app._service import ServiceSpec
+from app._settings import Settings
+
+__all__ = ["create_celery", "visibility_timeout"]
+
+
+def visibility_timeout(settings: Settings, specs: Sequence[ServiceSpec]) -> float:
+    """Longer than the longest hard time limit, so a running task is never redelivered."""
+    longest = max(s.timeout for s in specs) + settings.time_limit_grace_s
+    return longest + settings.visibility_margin_s
+
+
+def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
+    """A Celery app that knows every queue in ``specs`` (the first spec takes ``celery.*``)."""
+    app = Celery("braid", set_as_current=False)
+    core = specs[0].queue
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.broker_url,
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        result_extended=True,
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        result_expires=settings.job_ttl_s,
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout(settings, specs),
+            "unacked_restore_interval": max(1, round(settings.restore_interval_s)),
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_proc_alive_timeout=settings.model_load_timeout_s,
+        worker_hijack_root_logger=False,
+        task_queues=[Queue(s.queue, routing_key=s.queue) for s in specs],
+        task_default_queue=core,
+        task_routes={
+            "celery.*": {"queue": core},
+            **{a.task_name: {"queue": s.queue} for s in specs for a in s.apis.values()},
+        },
+        task_create_missing_queues=False,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                                   "interval_max": 0.5},
+    )
+    return app

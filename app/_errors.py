@@ -1,0 +1,101 @@
+"""Braid's exception tree.
+
+Every error a user can meet derives from :class:`BraidError` and carries a stable ``code``,
+the HTTP ``status`` the API answers with, and a message that says how to fix it::
+
+    BraidError
+    ├── DeclarationError      a service or pipeline declaration is wrong (raised at import)
+    ├── InvalidInput          a request's payload does not match the API's types (422)
+    ├── PayloadTooLarge       an upload is over a configured limit (413)
+    ├── NotFound              (404)
+    │   ├── ServiceNotFound
+    │   ├── PipelineNotFound
+    │   └── JobNotFound
+    ├── JobConflict           the job is in a state that forbids the action (409)
+    ├── Unauthorized          missing or wrong API key (401)
+    └── BrokerUnavailable     Redis cannot be reached (503)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BraidError",
+    "BrokerUnavailable",
+    "DeclarationError",
+    "InvalidInput",
+    "JobConflict",
+    "JobNotFound",
+    "NotFound",
+    "PayloadTooLarge",
+    "PipelineNotFound",
+    "ServiceNotFound",
+    "Unauthorized",
+]
+
+
+class BraidError(Exception):
+    """Base of every Braid error."""
+
+    code: ClassVar[str] = "braid_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class DeclarationError(BraidError, TypeError):
+    """A service or pipeline is declared wrongly; raised when its module is imported."""
+
+    code = "declaration_error"
+
+
+class InvalidInput(BraidError, ValueError):
+    """The request does not match the API's declared types."""
+
+    code = "invalid_input"
+    status = 422
+
+
+class PayloadTooLarge(BraidError, ValueError):
+    """An upload or value exceeds a configured limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class NotFound(BraidError, LookupError):
+    code = "not_found"
+    status = 404
+
+
+class ServiceNotFound(NotFound):
+    code = "service_not_found"
+
+
+class PipelineNotFound(NotFound):
+    code = "pipeline_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class JobConflict(BraidError):
+    code = "job_conflict"
+    status = 409
+
+
+class Unauthorized(BraidError):
+    code = "unauthorized"
+    status = 401
+
+
+class BrokerUnavailable(BraidError, ConnectionError):
+    """Redis cannot be reached; nothing was published."""
+
+    code = "broker_unavailable"
+    status = 503

@@ -1,0 +1,87 @@
+"""Finding services and pipelines: import the configured modules (and, for packages, every
+module inside them) so that their ``@service`` and ``@pipeline`` declarations run."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from app._errors import DeclarationError, PipelineNotFound, ServiceNotFound
+from app._pipeline import Pipeline, pipelines, single_api_pipeline
+from app._service import ApiSpec, Resources, ServiceSpec, services
+
+__all__ = ["CORE", "Registry", "load"]
+
+CORE = ServiceSpec(
+    name="braid", cls=object, queue="braid", resources=Resources(cpu=1), timeout=30.0,
+    concurrency=1,
+)
+"""The built-in service: runs map fan-outs and collections, and Celery's own ``celery.*``
+tasks. ``braid up`` always starts one worker for it."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The services and pipelines of the loaded modules."""
+
+    services: Mapping[str, ServiceSpec]
+    pipelines: Mapping[str, Pipeline]
+
+    def service(self, name: str) -> ServiceSpec:
+        if name == CORE.name:
+            return CORE
+        try:
+            return self.services[name]
+        except KeyError:
+            raise ServiceNotFound(
+                f"no service {name!r}; known services: {', '.join(sorted(self.services)) or 'none'}"
+            ) from None
+
+    def api(self, service: str, api: str) -> ApiSpec:
+        svc = self.service(service)
+        try:
+            return svc.apis[api]
+        except KeyError:
+            raise ServiceNotFound(
+                f"service {service!r} has no API {api!r}; its APIs: {', '.join(sorted(svc.apis))}"
+            ) from None
+
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise PipelineNotFound(
+                f"no pipeline {name!r}; known pipelines: {', '.join(sorted(self.pipelines)) or 'none'}"
+            ) from None
+
+    def api_pipeline(self, service: str, api: str) -> Pipeline:
+        return single_api_pipeline(self.api(service, api), self.service(service))
+
+    @property
+    def all_services(self) -> list[ServiceSpec]:
+        """Every service a deployment runs, the built-in one first."""
+        return [CORE, *self.services.values()]
+
+
+def _import_tree(name: str) -> None:
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise DeclarationError(
+                f"cannot import app module {name!r}: put its folder on PYTHONPATH or fix "
+                "BRAID_APPS / --app"
+            ) from exc
+        raise
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if not info.name.startswith("_"):
+            _import_tree(f"{name}.{info.name}")
+
+
+def load(modules: Iterable[str]) -> Registry:
+    """Import ``modules`` and return what they declared."""
+    for name in modules:
+        _import_tree(name)
+    return Registry(services(), pipelines())

@@ -1,0 +1,308 @@
+"""What runs inside a worker: the decode -> call -> encode path of every step.
+
+A step's message carries only ``(job id, step name, call)``, where ``call`` says where each
+argument comes from (a stored input or step output, a constant, a map element). The task
+reads and records in one round trip, validates, calls the model, validates and stores the
+output. The model is built once per pool process, in that process (never before a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery, Task, chord
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from celery.worker.request import Request
+from pydantic import ValidationError
+
+from app import _codec
+from app._jobs import StepRecorder
+from app._registry import CORE
+from app._service import ApiSpec, ServiceSpec
+from app._settings import Settings
+
+__all__ = ["StepFailed", "device", "register", "select_device"]
+
+log = logging.getLogger("braid.worker")
+
+_MESSAGE_LIMIT = 2000
+
+
+class StepFailed(Exception):
+    """Raised to Celery after a step's failure is recorded, so the canvas stops there."""
+
+
+@dataclass
+class _Process:
+    settings: Settings
+    recorder: StepRecorder
+    instance: Any = None
+    device: str = "cpu"
+
+
+_PROCESS: _Process | None = None
+
+
+def device() -> str:
+    """The torch device this worker process should put its model on: ``cuda:N`` for a gpu
+    service where a GPU is present, else ``cpu``. Call it in a service's ``__init__``."""
+    return _PROCESS.device if _PROCESS is not None else "cpu"
+
+
+def select_device(gpu: int, process_index: int, cuda_devices: int) -> str:
+    """``cuda:N`` for the ``process_index``-th process of a gpu service (spreading processes
+    over the devices), ``cpu`` when the service needs no GPU or none is present."""
+    if gpu <= 0 or cuda_devices <= 0:
+        return "cpu"
+    return f"cuda:{process_index % cuda_devices}"
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def _process(settings: Settings) -> _Process:
+    global _PROCESS
+    if _PROCESS is None:
+        client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
+        _PROCESS = _Process(settings, StepRecorder(client, settings.job_ttl_s,
+                                                   settings.blob_threshold))
+    return _PROCESS
+
+
+def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> None:
+    """Build the service instance in this pool process."""
+    ctx = _process(settings)
+    threads = str(settings.torch_threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+    if svc.resources.gpu > 0:
+        ctx.device = select_device(svc.resources.gpu, process_index, _cuda_devices())
+        if ctx.device == "cpu" and process_index == 0:
+            log.warning("service %r asks for gpu=%d but this machine has no CUDA device; "
+                        "running on CPU", svc.name, svc.resources.gpu)
+    if svc is CORE:
+        return
+    try:
+        ctx.instance = svc.cls()
+    except Exception:
+        log.critical("service %r could not load its model; the worker stops. Fix the error "
+                     "below and start it again.", svc.name, exc_info=True)
+        sys.stderr.flush()
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(3)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(settings.torch_threads)
+    log.info("service %r loaded on %s", svc.name, ctx.device)
+
+
+def _error(exc: BaseException, kind: str | None = None) -> dict[str, str]:
+    message = str(exc) or repr(exc)
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + "..."
+    return {"type": kind or type(exc).__name__, "message": message}
+
+
+def _fields(spec: Any, out: set[str]) -> set[str]:
+    if isinstance(spec, dict):
+        if "$r" in spec:
+            out.add(spec["$r"])
+        for key in ("$l", "$d"):
+            if key in spec:
+                inner = spec[key]
+                for part in inner.values() if isinstance(inner, dict) else inner:
+                    _fields(part, out)
+    return out
+
+
+def _resolve(spec: Any, wire: Mapping[str, bytes | None], item: str | None,
+             blobs: redis.Redis) -> Any:
+    if "$c" in spec:
+        return spec["$c"]
+    if "$l" in spec:
+        return [_resolve(s, wire, item, blobs) for s in spec["$l"]]
+    if "$d" in spec:
+        return {k: _resolve(s, wire, item, blobs) for k, s in spec["$d"].items()}
+    field = item if "$item" in spec else spec["$r"]
+    assert field is not None
+    raw = wire.get(field)
+    if raw is None:
+        raise LookupError(f"the value {field!r} is missing: its job expired or was deleted")
+    return _codec.load_wire(raw, blobs)
+
+
+def _assemble(ctx: _Process, job: str, output_spec: str) -> None:
+    spec = _codec.loads(output_spec)
+    fields = sorted(_fields(spec, set()))
+    wire = dict(zip(fields, ctx.recorder.values(job, fields), strict=True))
+    text = _codec.dumps(_resolve(spec, wire, None, ctx.recorder.client))
+    _store_and_succeed(ctx, job, text)
+
+
+def _store_and_succeed(ctx: _Process, job: str, text: str) -> None:
+    packed, blob = _codec.pack_text(text, ctx.settings.blob_threshold)
+    if blob is not None:
+        ctx.recorder.client.set(blob[0], blob[1], ex=ctx.settings.job_ttl_s)
+    ctx.recorder.succeed(job, packed)
+
+
+def _finish(ctx: _Process, job: str, step: str, packed: str, call: Mapping[str, Any],
+            counts: bool = True) -> None:
+    status, output = ctx.recorder.finish(job, step, f"o:{step}", packed, sink=bool(call.get("s")),
+                                         whole=bool(call.get("w")), counts=counts)
+    if status == "complete":
+        _assemble(ctx, job, output.decode())
+
+
+def _run_api(task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
+             call: Mapping[str, Any]) -> None:
+    ctx = _process(task.app.braid_settings)
+    item = f"m:{call['m']}:{call['i']}" if "m" in call else None
+    found: set[str] = {item} if item else set()
+    for arg in call["a"].values():
+        _fields(arg, found)
+    fields = sorted(found)
+    start = ctx.recorder.start(job, step, task.request.id, task.request.hostname or "", fields)
+    if start.action == "done":
+        return
+    if start.action != "run":
+        raise Ignore()
+    limit = spec.retry.max_attempts if spec.retry else ctx.settings.max_deliveries
+    if start.attempts > limit:
+        ctx.recorder.fail(job, step, {"type": "TooManyAttempts", "message":
+                          f"step {step!r} was attempted {start.attempts - 1} times "
+                          "(its worker died or it kept failing); giving up"})
+        raise StepFailed(f"{step}: too many attempts")
+    wire = dict(zip(fields, start.values, strict=True))
+    try:
+        try:
+            kwargs = {k: _codec.decode(_resolve(s, wire, item, ctx.recorder.client))
+                      for k, s in call["a"].items()}
+            args = spec.call_model.model_validate(kwargs)
+        except ValidationError as exc:
+            raise _Invalid(_error(exc, "InvalidInput")) from exc
+        result = spec.func(ctx.instance, **dict(args))
+        try:
+            output = spec.output_adapter.validate_python(result)
+        except ValidationError as exc:
+            raise _Invalid(_error(exc, "InvalidOutput")) from exc
+        packed, blob = _codec.pack(output, ctx.settings.blob_threshold)
+    except SoftTimeLimitExceeded:
+        if ctx.recorder.cancelled(job):
+            ctx.recorder.fail(job, step, {"type": "Cancelled", "message": "job cancelled"},
+                              state="cancelled")
+            raise Ignore() from None
+        ctx.recorder.fail(job, step, {"type": "StepTimeout", "message":
+                          f"step {step!r} ran past its timeout of {svc.timeout:g} s"})
+        raise StepFailed(f"{step}: timed out") from None
+    except _Invalid as exc:
+        ctx.recorder.fail(job, step, exc.error)
+        raise StepFailed(f"{step}: {exc.error['type']}: {exc.error['message']}") from None
+    except Exception as exc:
+        error = _error(exc)
+        if spec.retry and isinstance(exc, spec.retry.on) and start.attempts < limit:
+            delay = spec.retry.delay(start.attempts)
+            ctx.recorder.retrying(job, step, error, delay)
+            raise task.retry(countdown=delay, max_retries=None) from None
+        ctx.recorder.fail(job, step, error)
+        raise StepFailed(f"{step}: {error['type']}: {error['message']}") from None
+    if blob is not None:
+        ctx.recorder.client.set(blob[0], blob[1], ex=ctx.settings.job_ttl_s)
+    _finish(ctx, job, step, packed, call)
+
+
+class _Invalid(Exception):
+    def __init__(self, error: dict[str, str]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+def _run_map(task: Task, job: str, step: str, call: Mapping[str, Any]) -> None:
+    ctx = _process(task.app.braid_settings)
+    field = call["over"]["$r"]
+    raw = ctx.recorder.values(job, [field])[0]
+    if raw is None:
+        raise Ignore()
+    items = _codec.load_wire(raw, ctx.recorder.client)
+    if not isinstance(items, list):
+        ctx.recorder.fail(job, step, {"type": "TypeError", "message":
+                          f"map step {step!r} needs a list, got {type(items).__name__}"})
+        raise StepFailed(f"{step}: not a list")
+    if not ctx.recorder.expand(job, step, [_codec.dumps(i) for i in items]):
+        raise Ignore()
+    if not items:
+        _finish(ctx, job, step, "[]", call, counts=False)
+        return
+    header = [
+        task.app.signature(call["task"], args=(job, f"{step}[{i}]", {"a": call["a"], "m": step,
+                                                                    "i": i}),
+                           queue=call["queue"], immutable=True)
+        for i in range(len(items))
+    ]
+    body = task.app.signature(
+        "braid.collect", args=(job, step, {"n": len(items), "s": call.get("s"),
+                                           "w": call.get("w")}),
+        queue=CORE.queue, immutable=True,
+    )
+    raise task.replace(chord(header, body))
+
+
+def _run_collect(task: Task, job: str, step: str, call: Mapping[str, Any]) -> None:
+    ctx = _process(task.app.braid_settings)
+    values = ctx.recorder.values(job, [f"o:{step}[{i}]" for i in range(call["n"])])
+    if any(v is None for v in values):
+        raise Ignore()
+    parts = [_codec.dumps(_codec.load_wire(v, ctx.recorder.client)) if v.startswith(b'{"__braid__":"ref"')
+             else v.decode() for v in values if v is not None]
+    packed, blob = _codec.pack_text("[" + ",".join(parts) + "]", ctx.settings.blob_threshold)
+    if blob is not None:
+        ctx.recorder.client.set(blob[0], blob[1], ex=ctx.settings.job_ttl_s)
+    _finish(ctx, job, step, packed, call, counts=False)
+
+
+class StepRequest(Request):  # type: ignore[misc]
+    """Records a step as failed when its process is killed at the hard time limit (the
+    task's own code cannot: its process is gone)."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft and len(self.args) >= 2:
+            ctx = _process(self.task.app.braid_settings)
+            ctx.recorder.fail(self.args[0], self.args[1], {"type": "StepTimeout", "message":
+                              f"step {self.args[1]!r} was killed at its hard time limit of "
+                              f"{timeout:g} s"})
+
+
+def register(celery: Celery, svc: ServiceSpec, settings: Settings) -> None:
+    """Register ``svc``'s tasks (only those: other names are refused) and build its model
+    in each pool process."""
+    celery.braid_settings = settings
+    limits = {"soft_time_limit": svc.timeout,
+              "time_limit": svc.timeout + settings.time_limit_grace_s}
+    common = {"bind": True, "ignore_result": True, "typing": False, "Request": StepRequest,
+              **limits}
+    for spec in svc.apis.values():
+        def run(task: Task, job: str, step: str, call: dict[str, Any], _spec: ApiSpec = spec) -> None:
+            _run_api(task, svc, _spec, job, step, call)
+
+        celery.task(name=spec.task_name, **common)(run)
+    if svc is CORE:
+        celery.task(name="braid.map", **common)(_run_map)
+        celery.task(name="braid.collect", **common)(_run_collect)
+
+    def init(**_: Any) -> None:
+        from billiard.process import current_process
+
+        _load_model(svc, settings, getattr(current_process(), "index", 0) or 0)
+
+    worker_process_init.connect(init, weak=False)

@@ -1,0 +1,306 @@
+"""Declaring model services: ``@service`` on a class, ``@api`` on its typed methods."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+from app._errors import DeclarationError
+from app._types import rest_annotation
+
+__all__ = [
+    "ApiSpec",
+    "Resources",
+    "Retry",
+    "ServiceSpec",
+    "api",
+    "api_spec",
+    "kebab",
+    "service",
+    "services",
+]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def kebab(name: str) -> str:
+    """``TextModel`` -> ``text-model``, ``GPT2`` -> ``gpt2``, ``BertBaseUncased`` -> ``bert-base-uncased``."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name)
+    return spaced.replace("_", "-").lower()
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a service needs.
+
+    ``cpu`` sets the pool size (processes) unless the service sets ``concurrency``;
+    ``gpu`` > 0 places the model on ``cuda:N`` (CPU with a warning where there is none);
+    ``memory`` (``"512Mi"``, ``"2Gi"``) is the per-process memory guard.
+    """
+
+    cpu: int = 1
+    gpu: int = 0
+    memory: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cpu, int) or self.cpu < 1:
+            raise DeclarationError(f"Resources(cpu={self.cpu!r}): cpu must be an int >= 1")
+        if not isinstance(self.gpu, int) or self.gpu < 0:
+            raise DeclarationError(f"Resources(gpu={self.gpu!r}): gpu must be an int >= 0")
+        if self.memory is not None and not _MEMORY.match(self.memory):
+            raise DeclarationError(
+                f"Resources(memory={self.memory!r}): write memory like '512Mi' or '2Gi'"
+            )
+
+    @property
+    def memory_bytes(self) -> int | None:
+        if self.memory is None:
+            return None
+        match = _MEMORY.match(self.memory)
+        assert match is not None
+        return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry an API call that raised one of ``on``, up to ``max_attempts`` attempts in all,
+    waiting ``backoff_s * 2 ** (attempt - 1)`` seconds between attempts."""
+
+    on: tuple[type[BaseException], ...]
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.on or not all(isinstance(e, type) and issubclass(e, BaseException)
+                                  for e in self.on):
+            raise DeclarationError("Retry(on=...) needs a tuple of exception classes")
+        if self.max_attempts < 1:
+            raise DeclarationError("Retry(max_attempts=...) must be >= 1")
+
+    def delay(self, attempt: int) -> float:
+        return float(self.backoff_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    annotation: Any
+    default: Any = inspect.Parameter.empty
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """One typed API of a service; runs as the Celery task ``<service>.<name>``."""
+
+    service: str
+    name: str
+    func: Callable[..., Any]
+    params: tuple[Param, ...]
+    output: Any
+    input_model: type[BaseModel]
+    call_model: type[BaseModel]
+    output_adapter: TypeAdapter[Any]
+    rest_output: TypeAdapter[Any]
+    retry: Retry | None
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.service}.{self.name}"
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map positional and keyword arguments onto parameter names, as a call would."""
+        if len(args) > len(self.params):
+            raise TypeError(f"{self.task_name} takes {len(self.params)} arguments, got {len(args)}")
+        bound = {p.name: a for p, a in zip(self.params, args, strict=False)}
+        names = {p.name for p in self.params}
+        for key, value in kwargs.items():
+            if key not in names:
+                raise TypeError(f"{self.task_name} has no parameter {key!r}; it takes {sorted(names)}")
+            if key in bound:
+                raise TypeError(f"{self.task_name} got two values for {key!r}")
+            bound[key] = value
+        return bound
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.rest_output.json_schema(mode="serialization")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A declared service: its class, queue, resources, timeout, concurrency and APIs."""
+
+    name: str
+    cls: type
+    queue: str
+    resources: Resources
+    timeout: float
+    concurrency: int
+    apis: Mapping[str, ApiSpec] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+            "queue": self.queue,
+            "resources": {"cpu": self.resources.cpu, "gpu": self.resources.gpu,
+                          "memory": self.resources.memory},
+            "timeout": self.timeout,
+            "concurrency": self.concurrency,
+        }
+
+
+_SERVICES: dict[str, ServiceSpec] = {}
+_API_MARK = "__braid_api__"
+
+
+def services() -> Mapping[str, ServiceSpec]:
+    """Every service declared in the modules imported so far, by name."""
+    return MappingProxyType(_SERVICES)
+
+
+@overload
+def api(func: F, /) -> F: ...
+@overload
+def api(*, retry: Retry | None = None) -> Callable[[F], F]: ...
+def api(func: F | None = None, /, *, retry: Retry | None = None) -> F | Callable[[F], F]:
+    """Mark a method of a ``@service`` class as a typed API (a Celery task on its queue)."""
+
+    def mark(f: F) -> F:
+        if not callable(f):
+            raise DeclarationError("@api decorates methods")
+        setattr(f, _API_MARK, retry)
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+def api_spec(func: Callable[..., Any]) -> ApiSpec | None:
+    """The ApiSpec of a method of a declared service, else None."""
+    spec = getattr(func, "__braid_spec__", None)
+    return spec if isinstance(spec, ApiSpec) else None
+
+
+def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
+              retry: Retry | None) -> ApiSpec:
+    where = f"{cls.__qualname__}.{name}"
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:  # any unresolvable annotation makes the contract unknowable
+        raise DeclarationError(f"{where}: cannot resolve its type hints ({exc})") from exc
+    signature = inspect.signature(func)
+    params = list(signature.parameters.values())
+    if not params or params[0].name != "self":
+        raise DeclarationError(f"{where}: an @api must be a plain method taking self first")
+    out: list[Param] = []
+    for p in params[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise DeclarationError(f"{where}: *args/**kwargs are not allowed; name each parameter")
+        if p.name not in hints:
+            raise DeclarationError(f"{where}: parameter {p.name!r} needs a type hint")
+        out.append(Param(p.name, hints[p.name], p.default))
+    if "return" not in hints:
+        raise DeclarationError(f"{where}: add a return type hint (-> ...)")
+    fields: dict[str, Any] = {
+        p.name: (rest_annotation(p.annotation), ... if p.required else p.default) for p in out
+    }
+    try:
+        input_model = create_model(  # type: ignore[call-overload]
+            f"{cls.__name__}_{name}_input",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            **fields,
+        )
+        call_model = create_model(  # type: ignore[call-overload]
+            f"{cls.__name__}_{name}_call",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            **{p.name: (p.annotation, ... if p.required else p.default) for p in out},
+        )
+        output_adapter: TypeAdapter[Any] = TypeAdapter(
+            hints["return"], config=ConfigDict(arbitrary_types_allowed=True)
+        )
+        rest_output: TypeAdapter[Any] = TypeAdapter(rest_annotation(hints["return"]))
+        input_model.model_json_schema()
+        rest_output.json_schema(mode="serialization")
+    except Exception as exc:
+        raise DeclarationError(
+            f"{where}: its types cannot be validated or described as JSON ({exc}); use JSON "
+            "types, pydantic models, numpy.ndarray, PIL.Image.Image or bytes"
+        ) from exc
+    return ApiSpec(service_name, name, func, tuple(out), hints["return"], input_model,
+                   call_model, output_adapter, rest_output, retry)
+
+
+def service(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    resources: Resources | None = None,
+    timeout: float = 60.0,
+    concurrency: int | None = None,
+) -> Callable[[type[T]], type[T]]:
+    """Declare a model service.
+
+    The class's ``__init__`` loads the model; it runs once per worker process, never in the
+    API. Each ``@api`` method becomes the Celery task ``<name>.<method>`` on ``queue``
+    (default: the class name in kebab-case). ``timeout`` (seconds) is each call's soft time
+    limit; ``concurrency`` (default: ``resources.cpu``) is the worker's pool size.
+    """
+    res = resources or Resources()
+
+    def declare(cls: type[T]) -> type[T]:
+        if not isinstance(cls, type):
+            raise DeclarationError("@service(...) decorates a class")
+        svc = name or kebab(cls.__name__)
+        q = queue or svc
+        for label, value in (("name", svc), ("queue", q)):
+            if not _NAME.match(value):
+                raise DeclarationError(
+                    f"@service on {cls.__qualname__}: {label} {value!r} must be lowercase "
+                    "letters, digits and '-'"
+                )
+        if timeout <= 0:
+            raise DeclarationError(f"@service on {cls.__qualname__}: timeout must be > 0")
+        if concurrency is not None and concurrency < 1:
+            raise DeclarationError(f"@service on {cls.__qualname__}: concurrency must be >= 1")
+        apis: dict[str, ApiSpec] = {}
+        for attr, member in vars(cls).items():
+            if callable(member) and hasattr(member, _API_MARK):
+                spec = _api_spec(svc, cls, attr, member, getattr(member, _API_MARK))
+                member.__braid_spec__ = spec
+                apis[attr] = spec
+        if not apis:
+            raise DeclarationError(f"@service on {cls.__qualname__}: mark at least one method @api")
+        existing = _SERVICES.get(svc)
+        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
+            raise DeclarationError(
+                f"service name {svc!r} is taken by {existing.cls.__module__}."
+                f"{existing.cls.__qualname__}; pass @service(name=...) to rename one"
+            )
+        for other in _SERVICES.values():
+            if other.queue == q and other.name != svc:
+                raise DeclarationError(
+                    f"queue {q!r} of {svc!r} is already {other.name!r}'s; each service "
+                    "needs its own queue"
+                )
+        _SERVICES[svc] = ServiceSpec(svc, cls, q, res, float(timeout),
+                                     concurrency or res.cpu, MappingProxyType(apis))
+        cls.__braid_service__ = _SERVICES[svc]  # type: ignore[attr-defined]
+        return cls
+
+    return declare

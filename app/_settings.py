@@ -1,0 +1,114 @@
+"""The one settings object. Every knob of Braid lives here, read from ``BRAID_*`` variables."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Braid's configuration; each field is set by the variable ``BRAID_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis used as broker, result store and job store. Unset: `braid up` "
+        "starts an embedded redis-server on 127.0.0.1:embedded_redis_port.",
+    )
+    embedded_redis_port: int = 6379
+    state_dir: Path = Field(default=Path(".braid"), description="Embedded Redis data, logs.")
+    apps: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["workers"],
+        description="Modules (comma-separated) whose services and pipelines Braid serves.",
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Where demo models are generated; default state_dir/models."
+    )
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="When set (comma-separated), every /v1 route needs `Authorization: Bearer <key>`.",
+    )
+    public_url: str | None = Field(
+        default=None, description="Base URL used in status links; default derived from the request."
+    )
+
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = Field(
+        default=None,
+        description="Flower basic-auth password. Unset: `braid up` generates one in state_dir.",
+    )
+
+    blob_threshold: int = Field(
+        default=256 * 1024, description="Encoded values larger than this go to Redis by reference."
+    )
+    job_ttl_s: int = Field(default=7 * 24 * 3600, description="How long jobs and results are kept.")
+    max_wait_s: float = 60.0
+    deadline_slack_s: float = Field(
+        default=60.0, description="Added to the sum of step timeouts when deriving a job deadline."
+    )
+    sweep_interval_s: float = Field(
+        default=1.0, description="How often the API fails jobs that passed their deadline."
+    )
+
+    visibility_margin_s: float = Field(
+        default=60.0,
+        description="The broker's visibility timeout is the longest hard time limit plus this.",
+    )
+    restore_interval_s: float = Field(
+        default=5.0,
+        description="How often workers look for messages whose worker died (unacked restore).",
+    )
+    time_limit_grace_s: float = Field(
+        default=5.0, description="Hard time limit = service timeout + this grace."
+    )
+    model_load_timeout_s: float = Field(
+        default=180.0, description="How long a pool process may take to import and load its model."
+    )
+    max_deliveries: int = Field(
+        default=3, description="A step whose worker died this many times fails the job."
+    )
+    torch_threads: int = 1
+    max_concurrency: int | None = Field(
+        default=None, description="Caps every service's pool size (small machines, tests)."
+    )
+    log_json: bool = False
+    log_level: str = "INFO"
+    bench: bool = Field(default=False, description="Also serve the no-op bench services.")
+
+    @field_validator("apps", "api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL every process connects to."""
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def model_root(self) -> Path:
+        return self.models_dir or self.state_dir / "models"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

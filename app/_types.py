@@ -1,0 +1,176 @@
+"""How numpy arrays, PIL images and bytes look over REST.
+
+Arrays: a nested JSON list, or ``{"data": <nested list>, "dtype": "float32"}``; results come
+back as ``{"dtype", "shape", "data"}``. Images: a base64 string (or data URL) of an image
+file, or ``{"data": <base64>}``; results come back as ``{"media_type": "image/png", "mode",
+"size", "data"}``. Bytes: base64 strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import types
+import typing
+from typing import Annotated, Any
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+__all__ = ["is_array_type", "is_image_type", "rest_annotation", "to_rest"]
+
+
+def is_array_type(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return getattr(origin, "__module__", None) == "numpy" and getattr(origin, "__name__", "") == "ndarray"
+
+
+def is_image_type(annotation: Any) -> bool:
+    return getattr(annotation, "__module__", "").startswith("PIL.") and getattr(
+        annotation, "__name__", ""
+    ) == "Image"
+
+
+def _array_from_rest(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value
+    dtype = None
+    shape = None
+    if isinstance(value, dict):
+        if "data" not in value:
+            raise ValueError('an array object needs "data" (a nested list) and may give "dtype"')
+        dtype, shape, value = value.get("dtype"), value.get("shape"), value["data"]
+    if not isinstance(value, list):
+        raise ValueError("an array is a nested JSON list or {\"data\": [...], \"dtype\": ...}")
+    try:
+        array = np.asarray(value, dtype=np.dtype(dtype) if dtype else None)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a rectangular numeric array ({exc})") from exc
+    if array.dtype == object:
+        raise ValueError("not a rectangular numeric array (rows differ in length)")
+    if shape is not None and list(array.shape) != list(shape):
+        raise ValueError(f"data has shape {list(array.shape)} but shape says {list(shape)}")
+    return array
+
+
+def _decode_base64(text: str) -> bytes:
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 ({exc})") from exc
+
+
+def _image_from_rest(value: Any) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        value = value.get("data")
+    if isinstance(value, str):
+        value = _decode_base64(value)
+    if not isinstance(value, bytes | bytearray):
+        raise ValueError("an image is a base64 string of an image file, or {\"data\": <base64>}")
+    try:
+        with Image.open(io.BytesIO(value)) as opened:
+            opened.load()
+            return opened.copy()
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"not a readable image file ({exc})") from exc
+
+
+def _bytes_from_rest(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return _decode_base64(value)
+    raise ValueError("bytes are sent as a base64 string")
+
+
+class _Rest:
+    """Pydantic schema for a type that has a REST form: validate from it, describe it."""
+
+    def __init__(self, parse: Any, schema: JsonSchemaValue) -> None:
+        self.parse = parse
+        self.schema = schema
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            self.parse, serialization=core_schema.plain_serializer_function_ser_schema(to_rest)
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return dict(self.schema)
+
+
+_ARRAY = _Rest(_array_from_rest, {
+    "anyOf": [
+        {"type": "array", "items": {}},
+        {"type": "object", "properties": {"data": {"type": "array"}, "dtype": {"type": "string"},
+                                          "shape": {"type": "array", "items": {"type": "integer"}}},
+         "required": ["data"]},
+    ],
+    "description": "numpy array: nested list, or {data, dtype, shape}",
+})
+_IMAGE = _Rest(_image_from_rest, {
+    "anyOf": [{"type": "string", "contentEncoding": "base64"},
+              {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}],
+    "description": "image file (PNG, JPEG, ...) as base64 or data URL",
+})
+_BYTES = _Rest(_bytes_from_rest, {"type": "string", "contentEncoding": "base64"})
+
+
+def rest_annotation(annotation: Any) -> Any:
+    """The annotation pydantic validates REST input with: arrays, images and bytes get their
+    REST forms, also inside lists, dicts, tuples and unions."""
+    if is_array_type(annotation):
+        return Annotated[annotation, _ARRAY]
+    if is_image_type(annotation):
+        return Annotated[annotation, _IMAGE]
+    if annotation is bytes:
+        return Annotated[bytes, _BYTES]
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is None or not args or origin is Annotated:
+        return annotation
+    mapped = tuple(rest_annotation(a) if a is not Ellipsis else a for a in args)
+    if mapped == args:
+        return annotation
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[mapped]  # noqa: UP007
+    return origin[mapped]
+
+
+def to_rest(value: Any) -> Any:
+    """A Python value as JSON for REST responses (arrays, images, bytes, pydantic models)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_rest(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_rest(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    module = type(value).__module__
+    if module == "numpy":
+        if hasattr(value, "shape") and hasattr(value, "tolist") and value.ndim > 0:
+            return {"dtype": str(value.dtype), "shape": list(value.shape), "data": value.tolist()}
+        return value.item()
+    if module.startswith("PIL."):
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return {"media_type": "image/png", "mode": value.mode, "size": list(value.size),
+                "data": base64.b64encode(buffer.getvalue()).decode()}
+    if hasattr(value, "model_dump"):
+        return to_rest(value.model_dump(mode="python"))
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")

@@ -1,0 +1,217 @@
+"""The ``braid`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app._errors import BraidError
+from app._settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings(apps: tuple[str, ...]) -> Settings:
+    """Settings from the environment; ``--app`` overrides BRAID_APPS here and in children."""
+    if apps:
+        os.environ["BRAID_APPS"] = ",".join(apps)
+    return Settings()
+
+
+def _worker_env(settings: Settings) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = str(settings.torch_threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+
+
+APP = click.option("--app", "apps", multiple=True,
+                   help="Module whose services and pipelines to serve (repeatable; default "
+                        "BRAID_APPS or 'workers').")
+
+
+@click.group()
+def main() -> None:
+    """Braid: composed ML models as Celery workers behind a REST API."""
+
+
+@main.command()
+@APP
+@click.argument("service")
+@click.option("--index", default=0, help="This worker's number among the service's workers.")
+@click.option("--concurrency", type=int, default=None, help="Pool size (default from the "
+              "service's resources).")
+def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | None) -> None:
+    """Run a worker that consumes only SERVICE's queue."""
+    from app._celery import create_celery
+    from app._logging import setup_logging
+    from app._registry import load
+    from app._runtime import register
+
+    settings = _settings(apps)
+    _worker_env(settings)
+    registry = load(settings.apps)
+    svc = registry.service(service)
+    name = f"{svc.name}@%h" + (f"-{index}" if index else "")
+    setup_logging(f"worker:{svc.name}" + (f"-{index}" if index else ""), settings.log_level,
+                  settings.log_json)
+    size = concurrency or (max(1, svc.resources.gpu) if svc.resources.gpu else svc.concurrency)
+    if settings.max_concurrency:
+        size = min(size, settings.max_concurrency)
+    celery = create_celery(settings, registry.all_services)
+    register(celery, svc, settings)
+    from celery.signals import setup_logging as celery_logging
+
+    celery_logging.connect(lambda **_: None, weak=False)
+    argv = ["worker", "-Q", svc.queue, "-n", name, "-c", str(size), "-P", "prefork",
+            "-l", settings.log_level, "-E", "--without-mingle", "--without-gossip"]
+    if svc.resources.memory_bytes:
+        argv += ["--max-memory-per-child", str(svc.resources.memory_bytes // 1024)]
+    celery.worker_main(argv)
+
+
+@main.command()
+@APP
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+def api(apps: tuple[str, ...], host: str | None, port: int | None) -> None:
+    """Run the REST API (uvicorn)."""
+    import uvicorn
+
+    from app._logging import setup_logging
+
+    settings = _settings(apps)
+    setup_logging("api", settings.log_level, settings.log_json)
+    uvicorn.run("api.main:create_app", factory=True, host=host or settings.api_host,
+                port=port or settings.api_port, log_config=None, access_log=False)
+
+
+@main.command()
+@APP
+def flower(apps: tuple[str, ...]) -> None:
+    """Run Flower, behind basic auth, bound to BRAID_FLOWER_HOST (localhost by default)."""
+    from app._celery import create_celery
+    from app._registry import load
+
+    settings = _settings(apps)
+    if settings.flower_password is None:
+        raise click.UsageError("set BRAID_FLOWER_PASSWORD: Flower never runs without auth")
+    registry = load(settings.apps)
+    celery = create_celery(settings, registry.all_services)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    celery.start(["flower", f"--address={settings.flower_host}", f"--port={settings.flower_port}",
+                  f"--basic-auth={auth}", "--persistent=True",
+                  f"--db={settings.state_dir.resolve() / 'flower.db'}"])
+
+
+@main.command()
+@APP
+def services(apps: tuple[str, ...]) -> None:
+    """List services: queue, resources, timeout, concurrency and APIs."""
+    from app._registry import load
+
+    registry = load(_settings(apps).apps)
+    for svc in registry.all_services:
+        info = svc.describe()
+        info["apis"] = [a.task_name for a in svc.apis.values()]
+        click.echo(json.dumps(info))
+
+
+@main.command()
+def redis() -> None:
+    """Run the embedded Redis in the foreground (what `braid up` starts)."""
+    from app._redis_server import redis_command
+
+    settings = Settings()
+    command = redis_command(settings.embedded_redis_port, settings.state_dir / "redis")
+    os.execv(command[0], command)
+
+
+def _flower_password(settings: Settings) -> str:
+    if settings.flower_password is not None:
+        return settings.flower_password.get_secret_value()
+    path = settings.state_dir / "flower-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _program(name: str, command: list[str], **extra: Any) -> str:
+    options = {
+        "command": shlex.join(command), "autostart": "true", "autorestart": "true",
+        "startsecs": "2", "startretries": "10", "stopasgroup": "true", "killasgroup": "true",
+        "stopsignal": "TERM", "stopwaitsecs": "20", "redirect_stderr": "true",
+        "stdout_logfile": "/dev/stdout", "stdout_logfile_maxbytes": "0", **extra,
+    }
+    return f"[program:{name}]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
+
+
+@main.command()
+@APP
+@click.option("--scale", multiple=True, metavar="SERVICE=N", help="Run N workers for SERVICE.")
+@click.option("--bench", is_flag=True, help="Also serve the no-op bench services.")
+def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool) -> None:
+    """Start everything: Redis (embedded unless BRAID_REDIS_URL), one worker per service,
+    the API and Flower. Ctrl-C stops it all."""
+    from app._registry import load
+
+    if bench:
+        apps = (*(apps or tuple(Settings().apps)), "bench.services")
+    settings = _settings(apps)
+    state = settings.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    os.environ["BRAID_STATE_DIR"] = str(state)
+    os.environ["BRAID_FLOWER_PASSWORD"] = _flower_password(settings)
+    registry = load(settings.apps)
+    counts = {svc.name: 1 for svc in registry.all_services}
+    for item in scale:
+        name, _, n = item.partition("=")
+        registry.service(name)
+        if not n.isdigit() or int(n) < 1:
+            raise click.BadParameter(f"{item!r}: write SERVICE=N with N >= 1", param_hint="--scale")
+        counts[name] = int(n)
+    braid = [sys.executable, "-m", "app.cli"]
+    programs = []
+    if settings.redis_url is None:
+        programs.append(_program("redis", [*braid, "redis"], priority="1", startsecs="1"))
+    for svc in registry.all_services:
+        for i in range(counts[svc.name]):
+            label = f"worker-{svc.name}" + (f"-{i}" if counts[svc.name] > 1 else "")
+            programs.append(_program(label, [*braid, "worker", svc.name, "--index", str(i)],
+                                     priority="10"))
+    programs.append(_program("api", [*braid, "api"], priority="20"))
+    programs.append(_program("flower", [*braid, "flower"], priority="30"))
+    conf = state / "supervisord.conf"
+    conf.write_text(
+        "[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"
+        f"pidfile={state / 'supervisord.pid'}\nloglevel=warn\n\n" + "\n".join(programs)
+    )
+    click.echo(f"Braid: {len(registry.services)} services, {len(registry.pipelines)} pipelines")
+    click.echo(f"  API     http://{settings.api_host}:{settings.api_port}  (docs: /docs)")
+    click.echo(f"  Flower  http://{settings.flower_host}:{settings.flower_port}  "
+               f"(user {settings.flower_user}, password in {state / 'flower-password'} "
+               "unless BRAID_FLOWER_PASSWORD is set)")
+    click.echo(f"  Redis   {settings.broker_url}")
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+
+
+def run() -> None:
+    try:
+        main()
+    except BraidError as exc:
+        raise SystemExit(f"braid: {exc.message}") from None
+
+
+if __name__ == "__main__":
+    run()

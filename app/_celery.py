@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app._service import ServiceSpec
 from app._settings import Settings
@@ -49,7 +49,8 @@ def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_proc_alive_timeout=settings.model_load_timeout_s,
         worker_hijack_root_logger=False,
-        task_queues=[Queue(s.queue, routing_key=s.queue) for s in specs],
+        task_queues=[Queue(s.queue, Exchange(s.queue, type="direct"), routing_key=s.queue)
+                     for s in specs],
         task_default_queue=core,
         task_routes={
             "celery.*": {"queue": core},

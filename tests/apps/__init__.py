@@ -1,0 +1,1 @@
+"""Services and pipelines used by the test suite (served by real workers)."""

@@ -1,0 +1,110 @@
+"""Small services on several queues: echo and wire types, failures, sleeps, a GPU service."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import redis
+from PIL import Image
+
+from app import Resources, Retry, api, device, get_settings, service
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().broker_url)
+
+
+def mark(key: str) -> int:
+    """Count an execution in Redis, so tests can prove what ran (and what never did)."""
+    return int(_redis().incr(f"test:mark:{key}"))
+
+
+@service(timeout=10)
+class Echo:
+    def __init__(self) -> None:
+        self.loads = mark("echo-loads")
+
+    @api
+    def echo(self, value: Any) -> Any:
+        return value
+
+    @api
+    def arrays(self, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+        return [a, b]
+
+    @api
+    def images(self, rgb: Image.Image, gray: Image.Image) -> list[Image.Image]:
+        return [rgb, gray]
+
+    @api
+    def nbytes(self, data: bytes) -> int:
+        return len(data)
+
+    @api
+    def big(self, n: int) -> bytes:
+        return b"x" * n
+
+    @api
+    def boom(self, message: str) -> str:
+        raise ValueError(message)
+
+    @api
+    def mark(self, key: str) -> int:
+        return mark(key)
+
+
+class Transient(Exception):
+    pass
+
+
+@service(timeout=3)
+class Slow:
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def sleep(self, seconds: float, key: str = "slow", after: Any = None) -> float:
+        """Sleep; ``after`` only orders this step after the one whose output it is."""
+        mark(f"{key}:start")
+        time.sleep(seconds)
+        mark(f"{key}:end")
+        return seconds
+
+    @api
+    def inc(self, x: int) -> int:
+        return x + 1
+
+    @api(retry=Retry(on=(Transient,), max_attempts=3, backoff_s=0.1))
+    def flaky(self, key: str, failures: int) -> int:
+        attempt = mark(key)
+        if attempt <= failures:
+            raise Transient(f"attempt {attempt} failed")
+        return attempt
+
+
+@service(resources=Resources(gpu=1, memory="1Gi"), timeout=10)
+class GpuModel:
+    def __init__(self) -> None:
+        self.device = device()
+
+    @api
+    def where(self) -> str:
+        return self.device
+
+
+@service(timeout=10)
+class Parked:
+    """No worker serves it unless a test starts one: its queue shows what the broker holds."""
+
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def size(self, data: bytes) -> int:
+        return len(data)
+
+    @api
+    def mark(self, key: str) -> int:
+        return mark(key)

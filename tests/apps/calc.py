@@ -1,0 +1,49 @@
+"""A light arithmetic service for the composition tests."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from app import api, service
+from tests.apps.basic import mark
+
+
+@service(timeout=10)
+class Calc:
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    @api
+    def double(self, x: int) -> int:
+        return 2 * x
+
+    @api
+    def delayed(self, i: int, max_ms: int = 20) -> int:
+        time.sleep(random.uniform(0, max_ms) / 1000)
+        return i
+
+    @api
+    def total(self, values: list[int]) -> int:
+        return sum(values)
+
+    @api
+    def span(self, n: int) -> list[int]:
+        return list(range(n))
+
+    @api
+    def collect(self, values: Any, key: str) -> Any:
+        """Return ``values`` and count the call under ``key``."""
+        mark(key)
+        return values
+
+    @api
+    def fail_if(self, x: int, bad: int) -> int:
+        if x == bad:
+            raise RuntimeError(f"element {x} is bad")
+        return x

@@ -1,0 +1,182 @@
+"""One-step jobs of a service API over REST, against real workers and Redis."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import uuid
+
+import httpx
+import numpy as np
+from kombu import Connection, Exchange
+from PIL import Image
+
+from tests.harness import ROOT, System, wait_for
+from tests.jobs_helpers import marks, run, submit, wait
+
+
+def test_text_model_job_returns_the_models_real_output(http: httpx.Client) -> None:
+    view = run(http, "/v1/services/text-model/analyze_text/jobs",
+               {"text": "I love this movie", "top_k": 2})
+
+    from transformers import pipeline
+
+    expected = pipeline("text-classification", model=str(ROOT / ".braid/models/text-classifier"))(
+        "I love this movie", top_k=2)
+    assert view["state"] == "succeeded"
+    assert [r["label"] for r in view["result"]] == [r["label"] for r in expected]
+    assert np.allclose([r["score"] for r in view["result"]], [r["score"] for r in expected])
+    assert view["created_at"] <= view["started_at"] <= view["finished_at"]
+
+
+def test_submit_answers_202_with_location(http: httpx.Client) -> None:
+    response = http.post("/v1/services/echo/echo/jobs", json={"value": 1})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["state"] == "queued" and response.headers["location"] == body["status_url"]
+    assert body["status_url"].endswith(f"/v1/jobs/{body['id']}")
+
+
+def test_wrong_type_is_422_naming_the_field_and_publishes_nothing(
+        system: System, http: httpx.Client) -> None:
+    jobs_before = system.redis().zcard("braid:jobs")
+    response = http.post("/v1/services/text-model/analyze_text/jobs", json={"top_k": "many"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "invalid_input"
+    assert {e["field"] for e in problem["errors"]} == {"text", "top_k"}
+    assert "text: Field required" in problem["detail"]
+    assert system.redis().zcard("braid:jobs") == jobs_before
+    assert system.redis().llen("text-model") == 0
+
+
+def test_unknown_service_api_and_job_are_404(http: httpx.Client) -> None:
+    for path, code in [("/v1/services/nope/echo/jobs", "service_not_found"),
+                       ("/v1/services/echo/nope/jobs", "service_not_found")]:
+        response = http.post(path, json={})
+        assert response.status_code == 404 and response.json()["code"] == code
+    response = http.get(f"/v1/jobs/{uuid.uuid4().hex}")
+    assert response.status_code == 404 and response.json()["code"] == "job_not_found"
+
+
+def test_raising_model_fails_the_job_and_the_worker_keeps_serving(http: httpx.Client) -> None:
+    view = run(http, "/v1/services/echo/boom/jobs", {"message": "no such label"})
+    assert view["state"] == "failed"
+    assert view["error"] == {"step": "boom", "type": "ValueError", "message": "no such label"}
+    assert view["steps"]["boom"]["state"] == "failed"
+    assert run(http, "/v1/services/echo/echo/jobs", {"value": "still here"})["result"] == "still here"
+
+
+def test_arrays_round_trip_exactly(http: httpx.Client) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.integers(-2**62, 2**62, size=(2, 5), dtype=np.int64)
+    view = run(http, "/v1/services/echo/arrays/jobs", {
+        "a": {"data": a.tolist(), "dtype": "float32"},
+        "b": {"data": b.tolist(), "dtype": "int64"},
+    })
+    out_a, out_b = view["result"]
+    assert (out_a["dtype"], out_a["shape"]) == ("float32", [3, 4])
+    assert (out_b["dtype"], out_b["shape"]) == ("int64", [2, 5])
+    assert np.array_equal(np.array(out_a["data"], dtype=np.float32), a)
+    assert np.array_equal(np.array(out_b["data"], dtype=np.int64), b)
+
+
+def _png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_images_round_trip_exactly(http: httpx.Client) -> None:
+    rgb = Image.effect_mandelbrot((40, 30), (-2, -1.5, 1, 1.5), 60).convert("RGB")
+    gray = Image.linear_gradient("L").resize((33, 21))
+    view = run(http, "/v1/services/echo/images/jobs", {"rgb": _png(rgb), "gray": _png(gray)})
+    for sent, got in zip([rgb, gray], view["result"], strict=True):
+        back = Image.open(io.BytesIO(base64.b64decode(got["data"])))
+        assert (back.mode, back.size) == (sent.mode, sent.size)
+        assert back.tobytes() == sent.tobytes()
+
+
+def test_five_megabytes_go_by_reference_not_on_the_broker(
+        system: System, http: httpx.Client) -> None:
+    data = os.urandom(5 * 2**20)
+    job = submit(http, "/v1/services/parked/size/jobs", {"data": base64.b64encode(data).decode()})
+    messages = system.redis().lrange("parked", 0, -1)
+    assert len(messages) == 1
+    assert len(messages[0]) < 4096, f"broker message is {len(messages[0])} bytes"
+    name = system.start_worker("parked")
+    try:
+        assert wait(http, job)["result"] == len(data)
+    finally:
+        system.stop(name)
+
+
+def test_pickle_and_unregistered_messages_are_refused_and_the_worker_keeps_serving(
+        system: System, http: httpx.Client) -> None:
+    # Given a real job record whose message we take off its (unserved) queue
+    job = submit(http, "/v1/services/parked/mark/jobs", {"key": "pickled"})
+    envelope = json.loads(system.redis().lpop("parked") or b"{}")
+    args, kwargs, embed = json.loads(base64.b64decode(envelope["body"]))
+    headers = envelope["headers"]
+    # When it is pushed into the echo queue pickled, and under an unregistered name
+    with Connection(system.redis_url) as conn:
+        producer = conn.Producer()
+        echo = Exchange("echo", type="direct")
+        producer.publish((args, kwargs, embed), exchange=echo, routing_key="echo",
+                         serializer="pickle", headers={**headers, "task": "echo.mark",
+                                                       "id": uuid.uuid4().hex})
+        producer.publish((args, kwargs, embed), exchange=echo, routing_key="echo",
+                         serializer="json", headers={**headers, "task": "os.system",
+                                                     "id": uuid.uuid4().hex})
+    # Then neither runs, the worker says why, and it keeps serving
+    wait_for(lambda: "os.system" in system.log("worker-echo"), 20, "the unregistered message")
+    assert run(http, "/v1/services/echo/echo/jobs", {"value": 7})["result"] == 7
+    log = system.log("worker-echo")
+    assert "ContentDisallowed" in log or "Refusing to deserialize" in log
+    assert marks(system.redis(), "pickled") == 0
+    assert http.get(f"/v1/jobs/{job}").json()["state"] == "queued"
+
+
+def test_gpu_service_without_gpu_runs_on_cpu_with_one_warning(
+        system: System, http: httpx.Client) -> None:
+    assert run(http, "/v1/services/gpu-model/where/jobs", {})["result"] == "cpu"
+    assert run(http, "/v1/services/gpu-model/where/jobs", {})["result"] == "cpu"
+    warnings = [line for line in system.log("worker-gpu-model").splitlines()
+                if "asks for gpu=1 but this machine has no CUDA device" in line]
+    assert len(warnings) == 1
+
+
+def test_services_list_queues_resources_and_schemas(http: httpx.Client) -> None:
+    services = {s["name"]: s for s in http.get("/v1/services").json()["services"]}
+    text = services["text-model"]
+    assert text["queue"] == "text-model"
+    assert text["resources"] == {"cpu": 2, "gpu": 0, "memory": "2Gi"}
+    api = text["apis"][0]
+    assert api["input_schema"]["required"] == ["text"]
+    assert api["output_schema"]["type"] == "array"
+    openapi = http.get("/openapi.json").json()
+    body = openapi["paths"]["/v1/services/text-model/analyze_text/jobs"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("analyze_text_input")
+
+
+def test_api_keys_guard_every_v1_route(system: System) -> None:
+    url = system.start_api("api-auth", port=None or _port(), BRAID_API_KEYS="k1,k2")
+    try:
+        assert httpx.get(f"{url}/v1/services").status_code == 401
+        wrong = httpx.get(f"{url}/v1/services", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+        ok = httpx.get(f"{url}/v1/services", headers={"Authorization": "Bearer k2"})
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    finally:
+        system.stop("api-auth")
+
+
+def _port() -> int:
+    from tests.harness import free_port
+
+    return free_port()

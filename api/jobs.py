@@ -75,7 +75,7 @@ def _steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
         }
         if "size" in s:
             out[name]["size"] = int(s["size"])
-    for name, s in list(out.items()):
+    for name in list(out):
         base = name.split("[", 1)[0]
         if "[" in name and base in out:
             out[name]["service"] = out[base]["service"]

@@ -226,7 +226,7 @@ class StepRecorder:
     def retrying(self, job: str, step: str, error: Mapping[str, Any], delay: float) -> None:
         fields = {f"{step}|state": "retrying", f"{step}|error": json.dumps(dict(error))}
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(_keys(job)[1], mapping=fields)
+            pipe.hset(_keys(job)[1], mapping=_fields(fields))
             pipe.publish(EVENTS, event(job, "retrying", step, error=dict(error), delay=delay))
             pipe.execute()
 
@@ -234,14 +234,17 @@ class StepRecorder:
         """Record a map's size and its elements (``m:<map>:<i>`` data fields)."""
         data = _keys(job)[2]
         if items:
-            self.client.hset(data, mapping={f"m:{map_step}:{i}": v for i, v in enumerate(items)})
+            self.client.hset(data, mapping=_fields({f"m:{map_step}:{i}": v for i, v in enumerate(items)}))
         return bool(self._expand(
             keys=_keys(job),
             args=[map_step, time.time(), len(items), event(job, "expanded", map_step, size=len(items))],
         ))
 
     def values(self, job: str, fields: Sequence[str]) -> list[bytes | None]:
-        return list(self.client.hmget(_keys(job)[2], list(fields))) if fields else []
+        if not fields:
+            return []
+        return [v if isinstance(v, bytes) or v is None else str(v).encode()
+                for v in self.client.hmget(_keys(job)[2], list(fields))]
 
     def cancelled(self, job: str) -> bool:
         return self.client.hget(job_key(job), "state") == b"cancelled"
@@ -281,9 +284,9 @@ class JobStore:
                 "sinks": new.sinks, "sinks_done": 0, "total": new.total, "done": 0,
                 "output": json.dumps(new.output), "deadline": now + new.deadline_s,
             })
-            pipe.hset(keys[1], mapping=steps)
+            pipe.hset(keys[1], mapping=_fields(steps))
             if new.inputs:
-                pipe.hset(keys[2], mapping=dict(new.inputs))
+                pipe.hset(keys[2], mapping=_fields(new.inputs))
             for key in keys:
                 pipe.expire(key, self.ttl_s)
             for key, payload in blobs.items():
@@ -323,7 +326,7 @@ class JobStore:
 
     async def state(self, job: str) -> str | None:
         value = await self.client.hget(job_key(job), "state")
-        return value.decode() if value is not None else None
+        return _str(value) if value is not None else None
 
     async def result(self, packed: str) -> Any:
         return await _unpack_async(self.client, packed)
@@ -337,7 +340,7 @@ class JobStore:
                 break
             async with self.client.pipeline(transaction=False) as pipe:
                 for i in ids:
-                    pipe.hgetall(job_key(i.decode()))
+                    pipe.hgetall(job_key(_str(i)))
                 records = await pipe.execute()
             for rec in records:
                 r = _text(rec)
@@ -349,7 +352,7 @@ class JobStore:
         return found[:limit]
 
     async def overdue(self, now: float) -> list[str]:
-        return [i.decode() for i in await self.client.zrangebyscore(DEADLINES, 0, now, 0, 100)]
+        return [_str(i) for i in await self.client.zrangebyscore(DEADLINES, 0, now, 0, 100)]
 
     async def forget(self, job: str) -> None:
         await self.client.zrem(DEADLINES, job)
@@ -358,8 +361,20 @@ class JobStore:
         await self.client.zremrangebyscore(JOBS, 0, now - self.ttl_s)
 
 
-def _text(mapping: Mapping[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in mapping.items()}
+_Encodable = bytes | bytearray | memoryview | str | int | float
+
+
+def _fields(mapping: Mapping[str, str]) -> Mapping[_Encodable, _Encodable]:
+    """redis-py's hash mapping type (its keys are invariant, so a dict[str, str] is refused)."""
+    return {k: v for k, v in mapping.items()}
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text(mapping: Mapping[Any, Any]) -> dict[str, str]:
+    return {_str(k): _str(v) for k, v in mapping.items()}
 
 
 async def _unpack_async(client: aioredis.Redis, packed: str) -> Any:

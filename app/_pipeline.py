@@ -182,7 +182,7 @@ def compatible(src: Any, dst: Any) -> bool:
         return True
     if src_o is int and dst_o is float:
         return True
-    if src_o is tuple and dst_o is list or src_o is list and dst_o is tuple:
+    if (src_o is tuple and dst_o is list) or (src_o is list and dst_o is tuple):
         src_o = dst_o
     if not issubclass(src_o, dst_o):
         return False
@@ -392,8 +392,10 @@ def decompose(pipeline_name: str, nodes: Mapping[str, Node]) -> Tree:
             return Parallel(tuple(split(p) for p in parts))
         layers = _components(members, lambda a, b: not comparable(a, b))
         if len(layers) > 1:
-            layers.sort(key=functools.cmp_to_key(
-                lambda x, y: -1 if any(a in anc[b] for a in x for b in y) else 1))
+            def before(x: list[str], y: list[str]) -> int:
+                return -1 if any(a in anc[b] for a in x for b in y) else 1
+
+            layers.sort(key=functools.cmp_to_key(before))
             return Series(tuple(split(layer) for layer in layers))
         for c in members:
             for d in members:
@@ -492,7 +494,7 @@ def _build(name: str, func: Callable[..., Any], deadline: float | None) -> Pipel
     output = _spec(result)
     if "$c" in output:
         raise DeclarationError(f"pipeline {name!r} must return a step's output (a Value)")
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         f"{name}_input", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
         **fields,
     )

@@ -15,7 +15,7 @@ from app._service import ApiSpec, Resources, ServiceSpec, services
 __all__ = ["CORE", "Registry", "load"]
 
 CORE = ServiceSpec(
-    name="braid", cls=object, queue="braid", resources=Resources(cpu=1), timeout=30.0,
+    name="braid", cls=object, queue="braid", resources=Resources(cpu=1), timeout=10.0,
     concurrency=1,
 )
 """The built-in service: runs map fan-outs and collections, and Celery's own ``celery.*``

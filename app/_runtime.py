@@ -80,8 +80,18 @@ def _process(settings: Settings) -> _Process:
     return _PROCESS
 
 
+def _die_with_parent() -> None:
+    """An orphaned pool process would finish a step whose message is redelivered anyway
+    (its worker never acked it): make pool processes die with their worker."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> None:
     """Build the service instance in this pool process."""
+    _die_with_parent()
     ctx = _process(settings)
     threads = str(settings.torch_threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -221,7 +221,7 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
         p.name: (rest_annotation(p.annotation), ... if p.required else p.default) for p in out
     }
     try:
-        input_model = create_model(  # type: ignore[call-overload]
+        input_model = create_model(
             f"{cls.__name__}_{name}_input",
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
             **fields,

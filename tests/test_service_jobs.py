@@ -10,7 +10,8 @@ import uuid
 
 import httpx
 import numpy as np
-from kombu import Connection, Exchange
+from kombu.connection import Connection
+from kombu.entity import Exchange
 from PIL import Image
 
 from tests.harness import ROOT, System, wait_for
@@ -119,7 +120,9 @@ def test_pickle_and_unregistered_messages_are_refused_and_the_worker_keeps_servi
         system: System, http: httpx.Client) -> None:
     # Given a real job record whose message we take off its (unserved) queue
     job = submit(http, "/v1/services/parked/mark/jobs", {"key": "pickled"})
-    envelope = json.loads(system.redis().lpop("parked") or b"{}")
+    popped = system.redis().lpop("parked")
+    assert isinstance(popped, bytes)
+    envelope = json.loads(popped)
     args, kwargs, embed = json.loads(base64.b64decode(envelope["body"]))
     headers = envelope["headers"]
     # When it is pushed into the echo queue pickled, and under an unregistered name

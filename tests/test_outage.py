@@ -1,0 +1,42 @@
+"""When Redis is down the API answers 503 and publishes nothing; when it is back, the same
+submission succeeds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.harness import System
+from tests.jobs_helpers import wait
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    system = System(tmp_path_factory.mktemp("outage"), "tests.apps")
+    try:
+        system.start_redis()
+        system.start_worker("braid")
+        system.start_worker("echo")
+        system.start_api()
+        system.wait_workers(["braid", "echo"])
+        yield system
+    finally:
+        system.close()
+
+
+def test_redis_down_is_503_and_back_up_the_same_submission_succeeds(small: System) -> None:
+    body = {"value": {"n": 1}}
+    with httpx.Client(base_url=small.url, timeout=30) as http:
+        small.stop_redis()
+        down = http.post("/v1/services/echo/echo/jobs", json=body)
+        assert down.status_code == 503
+        assert down.json()["code"] == "broker_unavailable"
+        assert "nothing was" in down.json()["detail"]
+
+        small.start_redis()
+        assert small.redis().zcard("braid:jobs") == 0
+        up = http.post("/v1/services/echo/echo/jobs", json=body)
+        assert up.status_code == 202
+        assert wait(http, up.json()["id"], timeout=60)["result"] == {"n": 1}

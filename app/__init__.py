@@ -4,12 +4,14 @@ Declare services with :func:`service` and :func:`api`, compose them with :func:`
 :func:`step` and :func:`each`; run everything with ``braid up``.
 """
 
+from app._client import AsyncClient, AsyncJob, Client, Job
 from app._errors import (
     BraidError,
     BrokerUnavailable,
     DeclarationError,
     InvalidInput,
     JobConflict,
+    JobFailed,
     JobNotFound,
     NotFound,
     PayloadTooLarge,
@@ -24,11 +26,16 @@ from app._service import Resources, Retry, api, service
 from app._settings import Settings, get_settings
 
 __all__ = [
+    "AsyncClient",
+    "AsyncJob",
     "BraidError",
     "BrokerUnavailable",
+    "Client",
     "DeclarationError",
     "InvalidInput",
+    "Job",
     "JobConflict",
+    "JobFailed",
     "JobNotFound",
     "JobState",
     "NotFound",

@@ -13,7 +13,8 @@ the HTTP ``status`` the API answers with, and a message that says how to fix it:
     │   └── JobNotFound
     ├── JobConflict           the job is in a state that forbids the action (409)
     ├── Unauthorized          missing or wrong API key (401)
-    └── BrokerUnavailable     Redis cannot be reached (503)
+    ├── BrokerUnavailable     Redis cannot be reached (503)
+    └── JobFailed             the client waited for a job that failed or was cancelled
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "DeclarationError",
     "InvalidInput",
     "JobConflict",
+    "JobFailed",
     "JobNotFound",
     "NotFound",
     "PayloadTooLarge",
@@ -99,3 +101,26 @@ class BrokerUnavailable(BraidError, ConnectionError):
 
     code = "broker_unavailable"
     status = 503
+
+
+class JobFailed(BraidError):
+    """Raised by the client's ``result()`` for a job that ended ``failed`` or ``cancelled``;
+    ``error`` holds the failed step, the error type and its message."""
+
+    code = "job_failed"
+
+    def __init__(self, message: str, state: str, error: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.state = state
+        self.error = error
+
+
+def error_for(code: str) -> type[BraidError]:
+    """The exception class of an API problem ``code``."""
+    classes = [BraidError]
+    while classes:
+        cls = classes.pop()
+        if cls.code == code:
+            return cls
+        classes.extend(cls.__subclasses__())
+    return BraidError

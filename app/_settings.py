@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="When set (comma-separated), every /v1 route needs `Authorization: Bearer <key>`.",
     )
+    api_key: SecretStr | None = Field(
+        default=None, description="The key `braid submit` and `braid jobs` send to the API."
+    )
     public_url: str | None = Field(
         default=None, description="Base URL used in status links; default derived from the request."
     )

@@ -135,6 +135,68 @@ def redis() -> None:
     os.execv(command[0], command)
 
 
+URL = click.option("--url", default=None, help="The API (default http://BRAID_API_HOST:PORT).")
+
+
+def _client(url: str | None) -> Any:
+    from app._client import Client
+
+    settings = Settings()
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return Client(url or f"http://{settings.api_host}:{settings.api_port}", api_key=key)
+
+
+@main.command()
+@URL
+@click.argument("pipeline")
+@click.option("--input", "inputs", default="{}", help="The request body, a JSON object.")
+@click.option("--wait", "wait_", is_flag=True, help="Show progress and print the result.")
+def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
+    """Submit a job of PIPELINE (or SERVICE.API); print its id, or with --wait its result."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    try:
+        body = json.loads(inputs)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("give a JSON object", param_hint="--input")
+    with _client(url) as client:
+        if "." in pipeline:
+            service_name, _, api_name = pipeline.partition(".")
+            job = client.call(service_name, api_name, **body)
+        else:
+            job = client.submit(pipeline, **body)
+        if not wait_:
+            click.echo(job.id)
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=None, transient=False) as bar:
+            task = bar.add_task(f"{pipeline} {job.id[:8]}", total=None)
+            for kind, data in job.events():
+                view = data if kind in ("snapshot", "end") else None
+                if view is None:
+                    view = job.status()
+                bar.update(task, completed=view["progress"]["done"],
+                           total=view["progress"]["total"] or None,
+                           description=f"{pipeline} {job.id[:8]} {view['state']}")
+        click.echo(json.dumps(job.result(timeout=0), indent=2))
+
+
+@main.command()
+@URL
+@click.option("--pipeline", default=None)
+@click.option("--state", default=None)
+@click.option("--limit", default=20)
+def jobs(url: str | None, pipeline: str | None, state: str | None, limit: int) -> None:
+    """List recent jobs, newest first."""
+    with _client(url) as client:
+        for job in client.jobs(pipeline, state, limit):
+            progress = job["progress"]
+            click.echo(f"{job['id']}  {job['state']:<10} {progress['done']}/{progress['total']:<4} "
+                       f"{job['created_at']}  {job['pipeline']}")
+
+
 def _flower_password(settings: Settings) -> str:
     if settings.flower_password is not None:
         return settings.flower_password.get_secret_value()
@@ -206,6 +268,7 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool) -> None:
 
 
 def run() -> None:
+    """The console script: Braid's errors become one line and exit status 1."""
     try:
         main()
     except BraidError as exc:

@@ -57,8 +57,7 @@ def ensure_text_classifier(path: Path) -> Path:
     try:
         torch.manual_seed(0)
         _tokenizer(tmp)
-        config = BertConfig(  # type: ignore[call-arg]
-                            vocab_size=200, hidden_size=32, num_hidden_layers=2,
+        config = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64,
                             max_position_embeddings=128, num_labels=2,
                             id2label={0: "NEGATIVE", 1: "POSITIVE"},

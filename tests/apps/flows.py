@@ -79,3 +79,9 @@ def hang(seconds: float) -> Value[float]:
 @pipeline(name="retrying")
 def retrying(key: str, failures: int) -> Value[int]:
     return step(Slow.flaky, key, failures)
+
+
+@pipeline(name="deadlined", deadline=1.5)
+def deadlined(seconds: float) -> Value[float]:
+    """Fails after 1.5 s whatever its steps' own timeouts say."""
+    return step(Slow.sleep, seconds, "deadlined")

@@ -1,0 +1,157 @@
+"""Jobs end: failures stop the pipeline, cancels are durable, timeouts fail, waits are pushed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from tests.harness import System, wait_for
+from tests.jobs_helpers import marks, run, submit, wait
+
+
+def test_failure_inside_a_join_fails_the_job_and_the_join_never_runs(
+        system: System, http: httpx.Client) -> None:
+    before = marks(system.redis(), "join-after-fail")
+    view = run(http, "/v1/pipelines/fail-in-join/jobs", {"x": 1, "key": "join-after-fail"})
+    assert view["state"] == "failed"
+    assert view["error"] == {"step": "calc.fail_if", "type": "RuntimeError",
+                             "message": "element 1 is bad"}
+    time.sleep(1)
+    assert marks(system.redis(), "join-after-fail") == before
+    assert view["steps"]["calc.collect"]["state"] == "queued"
+
+
+def test_failure_inside_a_map_fails_the_job_and_the_collect_never_runs(
+        system: System, http: httpx.Client) -> None:
+    before = marks(system.redis(), "map-after-fail")
+    view = run(http, "/v1/pipelines/fail-in-map/jobs", {"n": 5, "bad": 2, "key": "map-after-fail"})
+    assert view["state"] == "failed"
+    assert view["error"]["step"] == "calc.fail_if[2]"
+    assert view["error"]["message"] == "element 2 is bad"
+    time.sleep(1)
+    assert marks(system.redis(), "map-after-fail") == before
+
+
+def test_failure_in_a_chain_before_a_parallel_step_fails_the_job_and_nothing_after_runs(
+        system: System, http: httpx.Client) -> None:
+    r = system.redis()
+    before = (marks(r, "fbp-1"), marks(r, "fbp-2"))
+    view = run(http, "/v1/pipelines/fail-before-parallel/jobs",
+               {"x": 4, "key1": "fbp-1", "key2": "fbp-2"})
+    assert view["state"] == "failed" and view["error"]["step"] == "calc.fail_if"
+    time.sleep(1)
+    assert (marks(r, "fbp-1"), marks(r, "fbp-2")) == before
+
+
+def test_cancel_while_step_2_runs_stops_steps_3_and_4(system: System, http: httpx.Client) -> None:
+    r = system.redis()
+    before = marks(r, "cancel-a")
+    job = submit(http, "/v1/pipelines/four-steps/jobs", {"first": 0.05, "second": 2.0,
+                                                          "key": "cancel-a"})
+    wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["slow.sleep-2"]["state"]
+             == "running", 20, "step 2 to run")
+    response = http.delete(f"/v1/jobs/{job}")
+    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+    view = wait(http, job)
+    assert view["state"] == "cancelled"
+    wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["slow.sleep-2"]["state"]
+             == "cancelled", 10, "step 2 to be stopped")
+    time.sleep(2.5)
+    assert marks(r, "cancel-a") == before
+    assert http.delete(f"/v1/jobs/{job}").status_code == 409
+
+
+def test_cancel_survives_a_restart_of_every_worker(system: System, http: httpx.Client) -> None:
+    r = system.redis()
+    before = marks(r, "cancel-b")
+    system.stop("worker-calc")
+    try:
+        job = submit(http, "/v1/pipelines/four-steps/jobs", {"first": 0.05, "second": 0.05,
+                                                              "key": "cancel-b"})
+        # step 3 is published to the calc queue, which has no worker now
+        wait_for(lambda: r.llen("calc") == 1, 20, "step 3 to wait in its queue")
+        assert http.delete(f"/v1/jobs/{job}").json()["state"] == "cancelled"
+        for name in ["worker-braid", "worker-echo", "worker-slow"]:
+            system.stop(name)
+    finally:
+        for service in ["braid", "echo", "slow", "calc"]:
+            system.start_worker(service)
+        system.wait_workers(["braid", "echo", "slow", "calc"])
+    wait_for(lambda: r.llen("calc") == 0, 20, "step 3 to be consumed")
+    time.sleep(1)
+    assert marks(r, "cancel-b") == before
+    assert http.get(f"/v1/jobs/{job}").json()["state"] == "cancelled"
+
+
+def test_step_past_its_timeout_fails_the_job_and_the_worker_keeps_serving(
+        http: httpx.Client) -> None:
+    view = run(http, "/v1/pipelines/hang/jobs", {"seconds": 8})
+    assert view["state"] == "failed"
+    assert view["error"]["type"] == "StepTimeout"
+    assert "timeout of 3 s" in view["error"]["message"]
+    assert run(http, "/v1/services/slow/inc/jobs", {"x": 1})["result"] == 2
+
+
+def test_wait_returns_as_soon_as_the_job_ends(http: httpx.Client) -> None:
+    job = submit(http, "/v1/services/slow/sleep/jobs", {"seconds": 0.5})
+    started = time.monotonic()
+    view = http.get(f"/v1/jobs/{job}", params={"wait": 20}, timeout=30).json()
+    elapsed = time.monotonic() - started
+    assert view["state"] == "succeeded"
+    assert elapsed < 10, f"wait took {elapsed:.1f}s for a 0.5 s step"
+
+
+def test_job_record_is_correct_after_the_api_restarts_mid_job(
+        system: System, http: httpx.Client) -> None:
+    job = submit(http, "/v1/pipelines/four-steps/jobs", {"first": 0.05, "second": 1.5,
+                                                          "key": "restart"})
+    wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["slow.sleep-2"]["state"]
+             == "running", 20, "step 2 to run")
+    system.stop("api")
+    system.start_api()
+    view = wait(http, job)
+    assert view["state"] == "succeeded"
+    assert view["progress"] == {"done": 4, "total": 4}
+    steps = view["steps"]
+    assert [steps[s]["state"] for s in ("slow.sleep", "slow.sleep-2", "calc.collect",
+                                        "calc.collect-2")] == ["succeeded"] * 4
+    assert steps["slow.sleep-2"]["started_at"] < steps["slow.sleep-2"]["finished_at"] <= \
+        steps["calc.collect"]["started_at"]
+
+
+def test_retry_policy_retries_and_counts_attempts(system: System, http: httpx.Client) -> None:
+    key = f"flaky-{time.time()}"
+    view = run(http, "/v1/pipelines/retrying/jobs", {"key": key, "failures": 2})
+    assert view["state"] == "succeeded" and view["result"] == 3
+    assert view["steps"]["slow.flaky"]["attempts"] == 3
+    failed = run(http, "/v1/pipelines/retrying/jobs", {"key": key + "x", "failures": 5})
+    assert failed["state"] == "failed" and failed["steps"]["slow.flaky"]["attempts"] == 3
+
+
+def test_events_stream_step_transitions_and_ends_with_the_final_state(
+        http: httpx.Client) -> None:
+    job = submit(http, "/v1/pipelines/chain-3/jobs", {"x": 1})
+    events = []
+    with http.stream("GET", f"/v1/jobs/{job}/events", timeout=30) as response:
+        kind = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    assert events[0][0] == "snapshot" and events[-1][0] == "end"
+    assert events[-1][1]["state"] == "succeeded" and events[-1][1]["result"] == 3
+    seen = [(e["step"], e["state"]) for kind, e in events if kind == "step"]
+    done = [s for s, state in seen if state == "succeeded"]
+    assert done == [s for s in ("calc.double", "echo.echo", "slow.inc") if s in done]
+
+
+def test_jobs_list_newest_first_filtered(http: httpx.Client) -> None:
+    first = run(http, "/v1/pipelines/chain-3/jobs", {"x": 2})["id"]
+    second = run(http, "/v1/pipelines/chain-3/jobs", {"x": 3})["id"]
+    listed = http.get("/v1/jobs", params={"pipeline": "chain-3", "state": "succeeded",
+                                          "limit": 2}).json()["jobs"]
+    assert [j["id"] for j in listed] == [second, first]
+    assert all(j["pipeline"] == "chain-3" for j in listed)

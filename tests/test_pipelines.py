@@ -1,0 +1,62 @@
+"""Pipelines over REST: chains, groups, joins, maps and graphs across several queues."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.harness import System
+from tests.jobs_helpers import marks, run
+
+
+def test_chain_across_three_queues_returns_the_right_value(http: httpx.Client) -> None:
+    view = run(http, "/v1/pipelines/chain-3/jobs", {"x": 20})
+    assert view["state"] == "succeeded" and view["result"] == 41
+    assert {s["service"] for s in view["steps"].values()} == {"calc", "echo", "slow"}
+    assert view["progress"] == {"done": 3, "total": 3}
+
+
+def test_200_parallel_steps_with_random_delays_return_in_declaration_order(
+        http: httpx.Client) -> None:
+    view = run(http, "/v1/pipelines/parallel-200/jobs", {"max_ms": 10}, timeout=120)
+    assert view["result"] == list(range(200))
+    assert view["progress"] == {"done": 200, "total": 200}
+
+
+def test_join_aggregates_200_parallel_results(http: httpx.Client) -> None:
+    assert run(http, "/v1/pipelines/join-200/jobs", {"max_ms": 5}, timeout=120)["result"] == \
+        sum(range(200))
+
+
+@pytest.mark.parametrize("n", [0, 1, 500])
+def test_map_produces_one_result_per_element_in_order_and_collects_once(
+        system: System, http: httpx.Client, n: int) -> None:
+    key = f"map-{n}"
+    before = marks(system.redis(), key)
+    view = run(http, "/v1/pipelines/mapped/jobs", {"n": n, "key": key}, timeout=120)
+    assert view["result"] == [2 * i for i in range(n)]
+    assert marks(system.redis(), key) == before + 1
+    assert view["steps"]["calc.double"]["size"] == n
+    assert view["progress"] == {"done": 2 + n, "total": 2 + n}
+
+
+def test_graph_of_parallel_then_map_then_collect(system: System, http: httpx.Client) -> None:
+    view = run(http, "/v1/pipelines/graph/jobs", {"x": 3, "y": 5, "key": "graph"})
+    assert view["result"] == [sum(range(3)), sum(range(5))]
+
+
+def test_pipelines_list_their_input_schema_and_step_graph(http: httpx.Client) -> None:
+    pipelines = {p["name"]: p for p in http.get("/v1/pipelines").json()["pipelines"]}
+    graph = pipelines["graph"]
+    assert graph["input_schema"]["required"] == ["x", "y", "key"]
+    nodes = {n["name"]: n for n in graph["graph"]["nodes"]}
+    assert nodes["calc.total"] == {"name": "calc.total", "service": "calc", "api": "total",
+                                   "queue": "calc", "kind": "map"}
+    assert ["calc.span", "calc.collect"] in graph["graph"]["edges"]
+
+
+def test_invalid_pipeline_input_is_422_and_unknown_pipeline_404(http: httpx.Client) -> None:
+    bad = http.post("/v1/pipelines/mapped/jobs", json={"n": "lots", "key": "k"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "n"
+    missing = http.post("/v1/pipelines/nope/jobs", json={})
+    assert missing.status_code == 404 and missing.json()["code"] == "pipeline_not_found"

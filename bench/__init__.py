@@ -1,0 +1,1 @@
+"""Overhead benchmarks: no-op services and pipelines, and the script that measures them."""

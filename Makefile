@@ -23,3 +23,4 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench --lean

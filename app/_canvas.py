@@ -30,9 +30,9 @@ def _leaf(celery: Celery, pipeline: Pipeline, job: str, node: Node) -> Signature
     if node.over is not None:
         call.update(over={"$r": node.over.ref}, task=node.api.task_name, queue=node.service.queue)
         return celery.signature("braid.map", args=(job, node.id, call), queue=CORE.queue,
-                                immutable=True)
+                                immutable=True, ignore_result=True)
     return celery.signature(node.api.task_name, args=(job, node.id, call),
-                            queue=node.service.queue, immutable=True)
+                            queue=node.service.queue, immutable=True, ignore_result=True)
 
 
 def build(celery: Celery, pipeline: Pipeline, job: str) -> Signature:

@@ -36,8 +36,8 @@ def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
         worker_prefetch_multiplier=1,
         result_extended=True,
         task_track_started=True,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=False,
         result_expires=settings.job_ttl_s,
         broker_transport_options={
             "visibility_timeout": visibility_timeout(settings, specs),

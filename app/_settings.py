@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_concurrency: int | None = Field(
         default=None, description="Caps every service's pool size (small machines, tests)."
     )
+    task_events: bool = Field(
+        default=True, description="Workers publish task events (what Flower shows); each "
+        "event is one more Redis publish per task."
+    )
+    flower: bool = Field(default=True, description="`braid up` starts Flower.")
     log_json: bool = False
     log_level: str = "INFO"
     bench: bool = Field(default=False, description="Also serve the no-op bench services.")

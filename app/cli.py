@@ -18,7 +18,10 @@ __all__ = ["main"]
 
 
 def _settings(apps: tuple[str, ...]) -> Settings:
-    """Settings from the environment; ``--app`` overrides BRAID_APPS here and in children."""
+    """Settings from the environment; ``--app`` overrides BRAID_APPS here and in children.
+    Like ``celery -A``, app modules are also looked up in the current directory."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if apps:
         os.environ["BRAID_APPS"] = ",".join(apps)
     return Settings()
@@ -71,7 +74,9 @@ def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | N
 
     celery_logging.connect(lambda **_: None, weak=False)
     argv = ["worker", "-Q", svc.queue, "-n", name, "-c", str(size), "-P", "prefork",
-            "-l", settings.log_level, "-E", "--without-mingle", "--without-gossip"]
+            "-l", settings.log_level, "--without-mingle", "--without-gossip"]
+    if settings.task_events:
+        argv.append("-E")
     if svc.resources.memory_bytes:
         argv += ["--max-memory-per-child", str(svc.resources.memory_bytes // 1024)]
     celery.worker_main(argv)
@@ -251,7 +256,8 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool) -> None:
             programs.append(_program(label, [*braid, "worker", svc.name, "--index", str(i)],
                                      priority="10"))
     programs.append(_program("api", [*braid, "api"], priority="20"))
-    programs.append(_program("flower", [*braid, "flower"], priority="30"))
+    if settings.flower:
+        programs.append(_program("flower", [*braid, "flower"], priority="30"))
     conf = state / "supervisord.conf"
     conf.write_text(
         "[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"

@@ -39,7 +39,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(state: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(state: Path, lean: bool) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAID_")}
     env.update({"BRAID_STATE_DIR": str(state), "BRAID_API_PORT": str(port),
@@ -47,6 +47,8 @@ def _start(state: Path) -> tuple[subprocess.Popen[bytes], str]:
                 "BRAID_EMBEDDED_REDIS_PORT": str(_free_port()),
                 "BRAID_MODELS_DIR": str(ROOT / ".braid" / "models"),
                 "BRAID_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
+    if lean:
+        env.update({"BRAID_TASK_EVENTS": "0", "BRAID_FLOWER": "0"})
     log = open(state / "up.log", "wb")  # noqa: SIM115 - the process owns it
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--bench", "--app", "workers"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -144,15 +146,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--url", default=None, help="measure a running Braid instead")
+    parser.add_argument("--lean", action="store_true",
+                        help="without task events and Flower (BRAID_TASK_EVENTS=0, BRAID_FLOWER=0)")
     args = parser.parse_args()
     if args.url:
         asyncio.run(_measure(args.url, args.seconds))
         return
     with tempfile.TemporaryDirectory(prefix="braid-bench-") as state:
-        proc, url = _start(Path(state))
+        proc, url = _start(Path(state), args.lean)
         try:
             asyncio.run(_ready(url))
-            print(f"Braid at {url}; {args.seconds:g} s per measurement", flush=True)
+            mode = "lean: no task events, no Flower" if args.lean else "default: events and Flower on"
+            print(f"Braid at {url} ({mode}); {args.seconds:g} s per measurement", flush=True)
             asyncio.run(_measure(url, args.seconds))
         finally:
             os.killpg(proc.pid, signal.SIGINT)

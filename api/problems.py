@@ -31,11 +31,12 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def validation_problem(errors: list[dict[str, Any]], where: str = "request") -> JSONResponse:
+def invalid_input(errors: list[Any]) -> InvalidInput:
+    """One InvalidInput naming every offending field, from pydantic's errors."""
     items = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
              for e in errors]
     detail = "; ".join(f"{i['field']}: {i['message']}" for i in items)
-    return problem(InvalidInput(f"invalid {where}: {detail}"), errors=items)
+    return InvalidInput(f"invalid request: {detail}", errors=items)
 
 
 def install(app: FastAPI) -> None:
@@ -47,7 +48,7 @@ def install(app: FastAPI) -> None:
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return validation_problem(list(exc.errors()))
+        return problem(invalid_input(list(exc.errors())))
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         return problem(BrokerUnavailable(

@@ -4,6 +4,7 @@ Declare services with :func:`service` and :func:`api`, compose them with :func:`
 :func:`step` and :func:`each`; run everything with ``braid up``.
 """
 
+from app import _models as models
 from app._client import AsyncClient, AsyncJob, Client, Job
 from app._errors import (
     BraidError,
@@ -13,6 +14,8 @@ from app._errors import (
     JobConflict,
     JobFailed,
     JobNotFound,
+    ModelNotFound,
+    NotAcceptable,
     NotFound,
     PayloadTooLarge,
     PipelineNotFound,
@@ -24,8 +27,10 @@ from app._pipeline import Value, each, pipeline, step
 from app._runtime import device
 from app._service import Resources, Retry, api, service
 from app._settings import Settings, get_settings
+from app._types import Array
 
 __all__ = [
+    "Array",
     "AsyncClient",
     "AsyncJob",
     "BraidError",
@@ -38,6 +43,8 @@ __all__ = [
     "JobFailed",
     "JobNotFound",
     "JobState",
+    "ModelNotFound",
+    "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
     "PipelineNotFound",
@@ -51,6 +58,7 @@ __all__ = [
     "device",
     "each",
     "get_settings",
+    "models",
     "pipeline",
     "service",
     "step",

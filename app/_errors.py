@@ -8,10 +8,12 @@ the HTTP ``status`` the API answers with, and a message that says how to fix it:
     ├── InvalidInput          a request's payload does not match the API's types (422)
     ├── PayloadTooLarge       an upload is over a configured limit (413)
     ├── NotFound              (404)
+    │   ├── ModelNotFound     a model tag is not in the model store
     │   ├── ServiceNotFound
     │   ├── PipelineNotFound
     │   └── JobNotFound
     ├── JobConflict           the job is in a state that forbids the action (409)
+    ├── NotAcceptable         the result cannot be given in the asked format (406)
     ├── Unauthorized          missing or wrong API key (401)
     ├── BrokerUnavailable     Redis cannot be reached (503)
     └── JobFailed             the client waited for a job that failed or was cancelled
@@ -29,6 +31,8 @@ __all__ = [
     "JobConflict",
     "JobFailed",
     "JobNotFound",
+    "ModelNotFound",
+    "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
     "PipelineNotFound",
@@ -74,6 +78,10 @@ class NotFound(BraidError, LookupError):
     status = 404
 
 
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
 class ServiceNotFound(NotFound):
     code = "service_not_found"
 
@@ -89,6 +97,11 @@ class JobNotFound(NotFound):
 class JobConflict(BraidError):
     code = "job_conflict"
     status = 409
+
+
+class NotAcceptable(BraidError):
+    code = "not_acceptable"
+    status = 406
 
 
 class Unauthorized(BraidError):

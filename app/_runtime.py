@@ -29,7 +29,9 @@ from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 
-__all__ = ["StepFailed", "device", "register", "select_device"]
+__all__ = ["StepFailed", "device", "live_processes", "register", "select_device"]
+
+_LIVE = "braid:processes"
 
 log = logging.getLogger("braid.worker")
 
@@ -113,7 +115,38 @@ def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> Non
         os._exit(3)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(settings.torch_threads)
+    _announce(ctx, svc)
     log.info("service %r loaded on %s", svc.name, ctx.device)
+
+
+def _announce(ctx: _Process, svc: ServiceSpec) -> None:
+    """Record which device this process uses and which model versions it loaded."""
+    import json
+    import socket
+    import time
+
+    from app import _models
+
+    store = _models.store()
+    loaded = [m.tag for m in (store.find(t) for t in svc.models) if m is not None]
+    key = f"{socket.gethostname()}:{os.getpid()}"
+    record = {"process": key, "device": ctx.device, "models": loaded, "since": time.time()}
+    with ctx.recorder.client.pipeline(transaction=False) as pipe:
+        pipe.hset(f"{_LIVE}:{svc.name}", key, json.dumps(record))
+        pipe.expire(f"{_LIVE}:{svc.name}", 24 * 3600)
+        pipe.execute()
+
+
+def live_processes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """Per service, the worker processes that announced themselves, still alive or recently."""
+    import json
+
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key in client.scan_iter(f"{_LIVE}:*"):
+        name = key.decode().rsplit(":", 1)[1]
+        out[name] = [json.loads(v) for v in client.hvals(key)]
+    return out
 
 
 def _error(exc: BaseException, kind: str | None = None) -> dict[str, str]:

@@ -153,6 +153,7 @@ class ServiceSpec:
     timeout: float
     concurrency: int
     apis: Mapping[str, ApiSpec] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -163,6 +164,7 @@ class ServiceSpec:
                           "memory": self.resources.memory},
             "timeout": self.timeout,
             "concurrency": self.concurrency,
+            "models": list(self.models),
         }
 
 
@@ -253,6 +255,7 @@ def service(
     resources: Resources | None = None,
     timeout: float = 60.0,
     concurrency: int | None = None,
+    models: tuple[str, ...] | list[str] = (),
 ) -> Callable[[type[T]], type[T]]:
     """Declare a model service.
 
@@ -260,6 +263,8 @@ def service(
     API. Each ``@api`` method becomes the Celery task ``<name>.<method>`` on ``queue``
     (default: the class name in kebab-case). ``timeout`` (seconds) is each call's soft time
     limit; ``concurrency`` (default: ``resources.cpu``) is the worker's pool size.
+    ``models`` are the model-store tags it loads: a worker will not start without them, and
+    ``braid up`` bootstraps the demo ones that are missing.
     """
     res = resources or Resources()
 
@@ -299,7 +304,8 @@ def service(
                     "needs its own queue"
                 )
         _SERVICES[svc] = ServiceSpec(svc, cls, q, res, float(timeout),
-                                     concurrency or res.cpu, MappingProxyType(apis))
+                                     concurrency or res.cpu, MappingProxyType(apis),
+                                     tuple(models))
         cls.__braid_service__ = _SERVICES[svc]  # type: ignore[attr-defined]
         return cls
 

@@ -38,6 +38,17 @@ class Settings(BaseSettings):
         default=None, description="Where demo models are generated; default state_dir/models."
     )
 
+    allow_hub: bool = Field(
+        default=False, description="Model names missing from the store are fetched from the "
+        "Hugging Face hub (needs network access)."
+    )
+    max_upload_bytes: int = Field(default=20 * 2**20, description="Larger requests get 413.")
+    max_image_pixels: int = Field(default=4096 * 4096, description="Larger images get 422.")
+    image_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"],
+        description="Image file formats accepted in requests.",
+    )
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -101,7 +112,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     bench: bool = Field(default=False, description="Also serve the no-op bench services.")
 
-    @field_validator("apps", "api_keys", mode="before")
+    @field_validator("apps", "api_keys", "image_formats", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)

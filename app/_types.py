@@ -13,13 +13,14 @@ import binascii
 import io
 import types
 import typing
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-__all__ = ["is_array_type", "is_image_type", "rest_annotation", "to_rest"]
+__all__ = ["Array", "is_array_type", "is_image_type", "rest_annotation", "to_rest"]
 
 
 def is_array_type(annotation: Any) -> bool:
@@ -33,11 +34,63 @@ def is_image_type(annotation: Any) -> bool:
     ) == "Image"
 
 
+@dataclass(frozen=True)
+class Array:
+    """The dtype and shape an ndarray parameter must have (``None`` in ``shape``: any size)::
+
+        features: Annotated[np.ndarray, Array("float32", (None, 384))]
+
+    A list without a dtype is cast when the cast is safe; an array of another dtype or shape
+    is refused with an error that names the expected and the given dtype and shape."""
+
+    dtype: str | None = None
+    shape: tuple[int | None, ...] | None = None
+
+    def _expected(self) -> str:
+        dims = "any shape" if self.shape is None else "shape (" + ", ".join(
+            "*" if d is None else str(d) for d in self.shape) + ")"
+        return f"{self.dtype or 'any dtype'}, {dims}"
+
+    def check(self, value: Any, cast: bool = False) -> Any:
+        """``value`` if it has this dtype and shape; with ``cast``, a safe cast is allowed
+        (for JSON lists, whose dtype was inferred rather than stated)."""
+        import numpy as np
+
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"expected an array ({self._expected()}), got {type(value).__name__}")
+        got = f"{value.dtype}, shape {tuple(value.shape)}"
+        if self.dtype is not None and value.dtype != np.dtype(self.dtype):
+            if not (cast and np.can_cast(value.dtype, self.dtype, "same_kind")):
+                raise ValueError(f"expected {self._expected()}; got {got}")
+            value = value.astype(self.dtype)
+        if self.shape is not None and (value.ndim != len(self.shape) or any(
+                want is not None and want != have for want, have in zip(self.shape, value.shape,
+                                                                         strict=True))):
+            raise ValueError(f"expected {self._expected()}; got {got}")
+        return value
+
+    def parse(self, value: Any) -> Any:
+        """An array from its REST form, checked against this spec."""
+        inferred = isinstance(value, list)
+        return self.check(_array_from_rest(value), cast=inferred)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
 def _array_from_rest(value: Any) -> Any:
     import numpy as np
 
     if isinstance(value, np.ndarray):
         return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            loaded = np.load(io.BytesIO(value), allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"not a valid .npy file ({exc})") from exc
+        if not isinstance(loaded, np.ndarray):
+            raise ValueError("a .npy file holding one array is expected")
+        return loaded
     dtype = None
     shape = None
     if isinstance(value, dict):
@@ -77,8 +130,19 @@ def _image_from_rest(value: Any) -> Any:
         value = _decode_base64(value)
     if not isinstance(value, bytes | bytearray):
         raise ValueError("an image is a base64 string of an image file, or {\"data\": <base64>}")
+    from app._settings import get_settings
+
+    settings = get_settings()
     try:
         with Image.open(io.BytesIO(value)) as opened:
+            if opened.format not in settings.image_formats:
+                raise ValueError(f"image format {opened.format} is not accepted; send one of "
+                                 f"{', '.join(settings.image_formats)}")
+            pixels = opened.size[0] * opened.size[1]
+            if pixels > settings.max_image_pixels:
+                raise ValueError(f"image is {opened.size[0]}x{opened.size[1]} = {pixels} pixels, "
+                                 f"over the limit of {settings.max_image_pixels} "
+                                 "(BRAID_MAX_IMAGE_PIXELS)")
             opened.load()
             return opened.copy()
     except Image.DecompressionBombError as exc:
@@ -135,6 +199,13 @@ def rest_annotation(annotation: Any) -> Any:
     REST forms, also inside lists, dicts, tuples and unions."""
     if is_array_type(annotation):
         return Annotated[annotation, _ARRAY]
+    if typing.get_origin(annotation) is Annotated:
+        inner, *meta = typing.get_args(annotation)
+        spec = next((m for m in meta if isinstance(m, Array)), None)
+        if is_array_type(inner) and spec is not None:
+            return Annotated[inner, _Rest(spec.parse, _ARRAY.schema)]
+        if is_array_type(inner) or is_image_type(inner):
+            return Annotated[(inner, _ARRAY if is_array_type(inner) else _IMAGE, *meta)]
     if is_image_type(annotation):
         return Annotated[annotation, _IMAGE]
     if annotation is bytes:

@@ -7,6 +7,7 @@ import os
 import secrets
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -62,6 +63,7 @@ def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | N
     _worker_env(settings)
     registry = load(settings.apps)
     svc = registry.service(service)
+    _check_models(svc.models)
     name = f"{svc.name}@%h" + (f"-{index}" if index else "")
     setup_logging(f"worker:{svc.name}" + (f"-{index}" if index else ""), settings.log_level,
                   settings.log_json)
@@ -80,6 +82,14 @@ def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | N
     if svc.resources.memory_bytes:
         argv += ["--max-memory-per-child", str(svc.resources.memory_bytes // 1024)]
     celery.worker_main(argv)
+
+
+def _check_models(tags: tuple[str, ...]) -> None:
+    from app import _models
+
+    store = _models.store()
+    for tag in tags:
+        store.get(tag)
 
 
 @main.command()
@@ -120,14 +130,82 @@ def flower(apps: tuple[str, ...]) -> None:
 @main.command()
 @APP
 def services(apps: tuple[str, ...]) -> None:
-    """List services: queue, resources, timeout, concurrency and APIs."""
+    """List services: queue, resources, models, APIs, and per live worker process the device
+    it actually uses and the model versions it loaded."""
     from app._registry import load
+    from app._runtime import live_processes
 
-    registry = load(_settings(apps).apps)
+    settings = _settings(apps)
+    registry = load(settings.apps)
+    try:
+        live = live_processes(settings)
+    except Exception as exc:
+        click.echo(f"(Redis unreachable, showing declarations only: {exc})", err=True)
+        live = {}
     for svc in registry.all_services:
         info = svc.describe()
         info["apis"] = [a.task_name for a in svc.apis.values()]
+        info["processes"] = live.get(svc.name, [])
         click.echo(json.dumps(info))
+
+
+@main.group()
+def models() -> None:
+    """The model store: list, import, get, rm, bootstrap."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Every stored model version: tag, task, size, sha256."""
+    from app import _models
+
+    for model in _models.store().list():
+        click.echo(f"{model.tag:<32} {model.task or '-':<22} {model.framework:<12} "
+                   f"{model.size / 1e6:8.1f} MB  sha256:{model.sha256}  {model.created}")
+
+
+@models.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--task", default=None, help="e.g. text-generation")
+@click.option("--framework", default="transformers")
+def models_import(name: str, path: Path, task: str | None, framework: str) -> None:
+    """Copy the model folder PATH into the store as the next version of NAME."""
+    from app import _models
+
+    model = _models.store().add(name, path, task, framework)
+    click.echo(f"{model.tag}  {model.size / 1e6:.1f} MB  sha256:{model.sha256}")
+
+
+@models.command("get")
+@click.argument("tag")
+def models_get(tag: str) -> None:
+    """Show the model TAG (name:version or name:latest) as JSON."""
+    from app import _models
+
+    click.echo(json.dumps(_models.store().get(tag).describe(), indent=2))
+
+
+@models.command("rm")
+@click.argument("tag")
+def models_rm(tag: str) -> None:
+    """Delete the stored model version TAG."""
+    from app import _models
+
+    click.echo(f"removed {_models.store().remove(tag).tag}")
+
+
+@models.command("bootstrap")
+@APP
+def models_bootstrap(apps: tuple[str, ...]) -> None:
+    """Build the demo stand-in models (and import the real MiniLM) that the store lacks."""
+    from app import _models
+    from app._registry import load
+
+    _worker_env(_settings(apps))
+    load(Settings().apps)
+    made = _models.bootstrap(_models.store(), echo=click.echo)
+    click.echo(f"{len(made)} models added to {_models.store().root}")
 
 
 @main.command()
@@ -212,6 +290,19 @@ def _flower_password(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def _bootstrap_missing(specs: Any) -> None:
+    """Build the stand-ins of the models the services need and the store lacks."""
+    from app import _models
+
+    store = _models.store()
+    missing = sorted({t.partition(":")[0] for s in specs for t in s.models if store.find(t) is None})
+    buildable = [m for m in missing if m in _models.stand_ins()]
+    if buildable:
+        click.echo(f"model store {store.root}: building {', '.join(buildable)}")
+        _worker_env(Settings())
+        _models.bootstrap(store, buildable, echo=click.echo)
+
+
 def _program(name: str, command: list[str], **extra: Any) -> str:
     options = {
         "command": shlex.join(command), "autostart": "true", "autorestart": "true",
@@ -239,6 +330,7 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool) -> None:
     os.environ["BRAID_STATE_DIR"] = str(state)
     os.environ["BRAID_FLOWER_PASSWORD"] = _flower_password(settings)
     registry = load(settings.apps)
+    _bootstrap_missing(registry.all_services)
     counts = {svc.name: 1 for svc in registry.all_services}
     for item in scale:
         name, _, n = item.partition("=")

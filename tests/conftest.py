@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import System
+from tests.harness import MODELS, ROOT, System
 
-SERVICES = ["braid", "echo", "slow", "gpu-model", "calc", "text-model"]
+SERVICES = ["braid", "echo", "slow", "gpu-model", "calc"]
+
+
+@pytest.fixture(scope="session")
+def model_store() -> Path:
+    """The demo models, built once into .braid/models by `braid models bootstrap`."""
+    subprocess.run([sys.executable, "-m", "app.cli", "models", "bootstrap"], cwd=ROOT, check=True,
+                   env={**os.environ, "BRAID_MODELS_DIR": str(MODELS), "HF_HUB_OFFLINE": "1"},
+                   capture_output=True, timeout=300)
+    return MODELS
 
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """Redis, one worker per service of tests.apps (and the demo TextModel), the API."""
-    sys_ = System(tmp_path_factory.mktemp("system"), "tests.apps,workers")
+    """Redis, one worker per service of tests.apps, the API."""
+    sys_ = System(tmp_path_factory.mktemp("system"), "tests.apps")
     try:
         sys_.start_redis()
         for svc in SERVICES:
@@ -35,4 +47,5 @@ def http(system: System) -> Iterator[httpx.Client]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    Path(__file__).resolve().parent.parent.joinpath(".braid").mkdir(exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    MODELS.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import redis
 from app._redis_server import redis_command
 
 ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / ".braid" / "models"
 T = TypeVar("T")
 
 
@@ -57,7 +58,7 @@ class System:
             "BRAID_REDIS_URL": self.redis_url,
             "BRAID_APPS": apps,
             "BRAID_STATE_DIR": str(root / "state"),
-            "BRAID_MODELS_DIR": str(ROOT / ".braid" / "models"),
+            "BRAID_MODELS_DIR": str(MODELS),
             "BRAID_MAX_CONCURRENCY": "1",
             "BRAID_VISIBILITY_MARGIN_S": "5",
             "BRAID_RESTORE_INTERVAL_S": "1",

@@ -1,20 +1,19 @@
-"""TextModel: sentiment of a text, a real transformers pipeline on a tiny local model."""
+"""TextModel: sentiment of a text (scenario 1's text branch)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app import Resources, api, device, get_settings, service
-from workers._tiny import ensure_text_classifier
+from app import Resources, api, device, models, service
 
 
-@service(resources=Resources(cpu=2, memory="2Gi"), timeout=20)
+@service(resources=Resources(cpu=2, memory="2Gi"), timeout=20, models=["bert-sentiment:latest"])
 class TextModel:
     def __init__(self) -> None:
         from transformers import pipeline
 
-        path = ensure_text_classifier(get_settings().model_root / "text-classifier")
-        self.pipe = pipeline("text-classification", model=str(path), device=device())
+        self.pipe = pipeline("text-classification", model=str(models.get("bert-sentiment").path),
+                             device=device())
 
     @api
     def analyze_text(self, text: str, top_k: int = 1) -> list[dict[str, Any]]:

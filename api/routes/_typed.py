@@ -1,42 +1,92 @@
-"""One typed route per service API and per pipeline, so /docs shows each request body."""
+"""One typed route per service API and per pipeline, so /docs shows each request body.
+
+A body is a JSON object, or ``multipart/form-data`` whose file parts fill image, array
+(``.npy``) and bytes parameters and whose other parts are values (JSON where they parse)."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+import json
+from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
-from api.deps import Authorized, BraidDep
+from api.deps import Authorized, Braid, BraidDep
 from api.jobs import submit
+from api.problems import invalid_input
+from app import InvalidInput, PayloadTooLarge
 from app._pipeline import Pipeline
 
-__all__ = ["add_submit_route"]
+__all__ = ["add_submit_route", "read_body"]
 
 _ACCEPTED = {202: {"description": "Accepted: the job is queued; follow `status_url`."},
              404: {"description": "Unknown service, API or pipeline"},
+             413: {"description": "The request is over BRAID_MAX_UPLOAD_BYTES"},
              422: {"description": "The body does not match the declared types"},
              503: {"description": "Redis is unreachable; nothing was queued"}}
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request is {size} bytes, over the limit of {limit} bytes "
+                           "(BRAID_MAX_UPLOAD_BYTES)")
+
+
+def _form_value(text: str) -> Any:
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> BaseModel:
+    """The request body validated against ``model`` (JSON or multipart)."""
+    limit = braid.settings.max_upload_bytes
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > limit:
+        raise _too_large(declared, limit)
+    data: Any
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_part_size=limit)
+        data = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data[key] = await value.read()
+                if len(data[key]) > limit:
+                    raise _too_large(len(data[key]), limit)
+            else:
+                data[key] = _form_value(value)
+    else:
+        raw = await request.body()
+        if len(raw) > limit:
+            raise _too_large(len(raw), limit)
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise InvalidInput(f"the body is not JSON ({exc}); send a JSON object or "
+                               "multipart/form-data") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("the body must be a JSON object of the API's parameters")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors()) from None
 
 
 def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: str,
                      description: str | None) -> None:
     model = pipeline.input_model
+    schema = model.model_json_schema()
 
-    async def endpoint(request: Request, braid: BraidDep, body: BaseModel) -> JSONResponse:
-        return await submit(braid, request, pipeline, body)
+    async def endpoint(request: Request, braid: BraidDep) -> JSONResponse:
+        return await submit(braid, request, pipeline, await read_body(request, braid, model))
 
-    params = [
-        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-        inspect.Parameter("braid", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=BraidDep),
-        inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                          annotation=Annotated[model, Body()]),
-    ]
-    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    handler: Callable[..., Awaitable[Any]] = endpoint
-    router.add_api_route(path, handler, methods=["POST"], status_code=202, summary=summary,
+    body = {"required": True, "content": {"application/json": {"schema": schema},
+                                          "multipart/form-data": {"schema": schema}}}
+    router.add_api_route(path, endpoint, methods=["POST"], status_code=202, summary=summary,
                          description=description, responses=_ACCEPTED,  # type: ignore[arg-type]
-                         dependencies=[Authorized], operation_id=f"submit_{pipeline.name}")
+                         dependencies=[Authorized], operation_id=f"submit_{pipeline.name}",
+                         openapi_extra={"requestBody": body})

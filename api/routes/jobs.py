@@ -8,13 +8,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import Authorized, BraidDep
 from api.jobs import read_job, render
-from app import JobConflict, JobNotFound, JobState
+from app import JobConflict, JobNotFound, JobState, NotAcceptable
+from app._types import to_rest
 
 __all__ = ["router"]
 
@@ -87,6 +88,31 @@ def router() -> APIRouter:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    @r.get("/{job}/result", summary="The result alone: JSON, or a .npy / .png download",
+           responses={200: {"content": {"application/json": {}, "application/x-npy": {},
+                                        "image/png": {}}}})
+    async def job_result(
+        job: str,
+        braid: BraidDep,
+        request: Request,
+        format: Annotated[str | None, Query(pattern="^(json|npy|png)$",
+                                            description="Default: from the Accept header")] = None,
+    ) -> Response:
+        found = await braid.store.read(job)
+        if found is None:
+            raise JobNotFound(f"no job {job!r} (unknown, or older than BRAID_JOB_TTL_S)")
+        record = found[0]
+        if record["state"] != JobState.succeeded:
+            raise JobConflict(f"job {job!r} is {record['state']}; a result exists once it "
+                              "succeeded")
+        value = await braid.store.result(record["result"])
+        accept = request.headers.get("accept", "")
+        wanted = format or ("npy" if "application/x-npy" in accept else
+                            "png" if "image/png" in accept else "json")
+        if wanted == "json":
+            return JSONResponse(to_rest(value))
+        return _download(job, value, wanted)
+
     @r.delete("/{job}", summary="Cancel a job: no further step starts, running ones are stopped")
     async def cancel_job(job: str, braid: BraidDep) -> dict[str, Any]:
         await read_job(braid, job, with_steps=False)
@@ -101,6 +127,26 @@ def router() -> APIRouter:
         return await read_job(braid, job)
 
     return r
+
+
+def _download(job: str, value: Any, wanted: str) -> Response:
+    import io
+
+    buffer = io.BytesIO()
+    kind = type(value).__module__.split(".")[0]
+    if wanted == "npy" and kind == "numpy" and hasattr(value, "shape"):
+        import numpy as np
+
+        np.save(buffer, value, allow_pickle=False)
+        media = "application/x-npy"
+    elif wanted == "png" and kind == "PIL":
+        value.save(buffer, format="PNG")
+        media = "image/png"
+    else:
+        raise NotAcceptable(f"the result is a {type(value).__name__}, which has no .{wanted} "
+                            "form; ask for format=json")
+    return Response(buffer.getvalue(), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{job}.{wanted}"'})
 
 
 def _sse(kind: str, data: dict[str, Any]) -> str:

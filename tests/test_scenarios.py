@@ -1,0 +1,219 @@
+"""The model-composition scenarios over REST, on real transformers models from the store."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app._models import ModelStore
+from tests.harness import ROOT, System
+from tests.jobs_helpers import run, wait
+
+SERVICES = ["braid", "aggregator", "bert-base-uncased", "data-model", "distil-gpt2", "gpt2",
+            "image-model", "inference-service", "model-a-service", "model-b-service",
+            "multi-model-service", "preprocessing-service", "text-model"]
+PIXEL_LIMIT = 64 * 64
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[System]:
+    """Every demo service of `workers`, with its models from the store, and the API."""
+    system = System(tmp_path_factory.mktemp("demo"), "workers",
+                    BRAID_MAX_IMAGE_PIXELS=str(PIXEL_LIMIT))
+    try:
+        system.start_redis()
+        for svc in SERVICES:
+            system.start_worker(svc)
+        system.start_api()
+        system.wait_workers(SERVICES, timeout=240)
+        yield system
+    finally:
+        system.close()
+
+
+@pytest.fixture
+def api(demo: System) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=demo.url, timeout=60) as client:
+        yield client
+
+
+def _model(name: str, store: Path) -> Path:
+    return ModelStore(store).get(name).path
+
+
+def _png(size: tuple[int, int] = (48, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_mandelbrot(size, (-2, -1.5, 1, 1.5), 40).convert("RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_text_model_returns_the_models_real_output(api: httpx.Client, model_store: Path) -> None:
+    from transformers import pipeline
+
+    view = run(api, "/v1/services/text-model/analyze_text/jobs",
+               {"text": "I love this movie", "top_k": 2})
+    expected = pipeline("text-classification", model=str(_model("bert-sentiment", model_store)))(
+        "I love this movie", top_k=2)
+    assert [r["label"] for r in view["result"]] == [r["label"] for r in expected]
+    assert np.allclose([r["score"] for r in view["result"]], [r["score"] for r in expected])
+
+
+def test_orchestrator_combines_image_text_and_data_branches(api: httpx.Client) -> None:
+    response = api.post("/v1/pipelines/inference-orchestrator/jobs",
+                        files={"image": ("pic.png", _png(), "image/png")},
+                        data={"text": "What a fantastic idea", "data": '{"a": 1, "b": 2.5, "c": "x"}'})
+    assert response.status_code == 202, response.text
+    result = wait(api, response.json()["id"], 60)["result"]
+    assert {r["label"] for r in result["image"]} == {"cat", "dog", "bird"}
+    assert result["text"][0]["label"] in ("POSITIVE", "NEGATIVE")
+    assert result["data"] == {"fields": 3, "numeric": 2, "sum": 3.5, "mean": 1.75}
+
+
+def test_image_by_multipart_and_by_base64_give_the_same_result(api: httpx.Client) -> None:
+    png = _png()
+    by_file = api.post("/v1/services/image-model/process_image/jobs",
+                       files={"image": ("pic.png", png, "image/png")})
+    by_json = api.post("/v1/services/image-model/process_image/jobs",
+                       json={"image": base64.b64encode(png).decode()})
+    assert wait(api, by_file.json()["id"])["result"] == wait(api, by_json.json()["id"])["result"]
+
+
+def test_corrupt_and_oversized_images_are_refused_with_the_reason(api: httpx.Client) -> None:
+    corrupt = api.post("/v1/services/image-model/process_image/jobs",
+                       files={"image": ("pic.png", b"\x89PNG not really", "image/png")})
+    assert corrupt.status_code == 422
+    assert "not a readable image file" in corrupt.json()["detail"]
+    big = api.post("/v1/services/image-model/process_image/jobs",
+                   files={"image": ("big.png", _png((100, 100)), "image/png")})
+    assert big.status_code == 422
+    assert f"over the limit of {PIXEL_LIMIT}" in big.json()["detail"]
+
+
+def test_array_of_wrong_shape_or_dtype_is_422_naming_expected_and_got(api: httpx.Client) -> None:
+    shape = api.post("/v1/services/inference-service/predict/jobs",
+                     json={"features": [[0.1, 0.2, 0.3]]})
+    assert shape.status_code == 422
+    assert "expected float32, shape (*, 384); got" in shape.json()["detail"]
+    assert "shape (1, 3)" in shape.json()["detail"]
+    dtype = api.post("/v1/services/inference-service/predict/jobs",
+                     json={"features": {"data": [[1] * 384], "dtype": "int64"}})
+    assert dtype.status_code == 422 and "got int64, shape (1, 384)" in dtype.json()["detail"]
+
+
+def test_multi_model_service_combined_equals_both_apis_and_loads_models_once(
+        api: httpx.Client) -> None:
+    text = "A man is eating food."
+    a = run(api, "/v1/services/multi-model-service/process_a/jobs", {"text": text})["result"]
+    b = run(api, "/v1/services/multi-model-service/process_b/jobs", {"text": text})["result"]
+    both = run(api, "/v1/services/multi-model-service/combined_process/jobs", {"text": text})
+    assert both["result"]["a"] == a
+    assert np.allclose(both["result"]["b"], b)
+    loads = run(api, "/v1/services/multi-model-service/loads/jobs", {})["result"]
+    assert (loads["classifier"], loads["embedder"]) == (1, 1)
+
+
+def test_preprocess_predict_returns_probabilities_per_input(api: httpx.Client) -> None:
+    view = run(api, "/v1/pipelines/preprocess-predict/jobs",
+               {"input_data": ["I love it", "I hate it", "meh"]})
+    result = view["result"]
+    assert (result["dtype"], result["shape"]) == ("float32", [3, 2])
+    assert np.allclose(np.array(result["data"]).sum(axis=1), 1, atol=1e-5)
+    assert [view["steps"][s]["service"] for s in view["steps"]] == [
+        "preprocessing-service", "inference-service"]
+
+
+def test_ensemble_is_the_average_of_both_models_computed_in_process(
+        api: httpx.Client, model_store: Path) -> None:
+    from workers._sentiment import Probabilities
+
+    texts = ["I love this movie", "The food was bad"]
+    view = run(api, "/v1/pipelines/ensemble/jobs", {"input_data": texts})
+    a = Probabilities(_model("bert-sentiment", model_store), "cpu")(texts)
+    b = Probabilities(_model("bert-sentiment-b", model_store), "cpu")(texts)
+    assert np.allclose(np.array(view["result"]["data"], dtype=np.float32), (a + b) / 2, atol=1e-6)
+    download = api.get(f"/v1/jobs/{view['id']}/result", params={"format": "npy"})
+    assert download.headers["content-type"] == "application/x-npy"
+    assert np.array_equal(np.load(io.BytesIO(download.content)),
+                          np.array(view["result"]["data"], dtype=np.float32))
+    assert api.get(f"/v1/jobs/{view['id']}/result", params={"format": "png"}).status_code == 406
+
+
+def test_inference_graph_scores_every_generated_text_like_the_classifier_in_process(
+        api: httpx.Client, model_store: Path) -> None:
+    from transformers import pipeline
+
+    view = run(api, "/v1/pipelines/inference-graph/jobs", {}, timeout=120)
+    result: list[dict[str, Any]] = view["result"]
+    assert len(result) == 4 and view["steps"]["bert-base-uncased.classify_generated_texts"][
+        "size"] == 4
+    assert all(r["generated"].startswith("I have an idea!") for r in result)
+    classify = pipeline("text-classification", model=str(_model("bert-sentiment", model_store)))
+    for r in result:
+        expected = {x["label"]: x["score"] for x in classify(r["generated"], top_k=None)}
+        assert r["score"] == pytest.approx(expected["POSITIVE"], abs=1e-6)
+
+
+def test_minilm_embeddings_through_a_service_are_the_real_ones(api: httpx.Client) -> None:
+    def similarity(a: str, b: str) -> float:
+        result = run(api, "/v1/services/preprocessing-service/similarity/jobs", {"a": a, "b": b})
+        return float(result["result"])
+
+    assert similarity("A man is eating food.", "A man is eating a piece of bread.") > 0.6
+    assert similarity("A man is eating food.", "The new movie is awesome.") < 0.2
+
+
+def test_each_service_consumes_only_its_own_queue(demo: System) -> None:
+    from app._celery import create_celery
+    from app._registry import CORE
+    from app._settings import Settings
+
+    celery = create_celery(Settings(redis_url=demo.redis_url), [CORE])
+    try:
+        active = celery.control.inspect(timeout=2).active_queues() or {}
+    finally:
+        celery.close()
+    queues = {name.split("@")[0]: [q["name"] for q in qs] for name, qs in active.items()}
+    assert queues == {svc: [svc] for svc in SERVICES}
+
+
+def test_services_report_their_device_and_model_versions(demo: System) -> None:
+    out = subprocess.run([sys.executable, "-m", "app.cli", "services"], cwd=ROOT, env=demo.env,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    import json
+
+    services = {s["name"]: s for s in map(json.loads, out.splitlines())}
+    image = services["image-model"]
+    assert image["resources"]["gpu"] == 1 and image["models"] == ["vit-classifier:latest"]
+    assert [p["device"] for p in image["processes"]] == ["cpu"]
+    assert image["processes"][0]["models"] == ["vit-classifier:v1"]
+
+
+def test_bootstrap_fills_an_empty_store_and_a_missing_model_stops_a_worker(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "BRAID_MODELS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1",
+           "BRAID_REDIS_URL": "redis://127.0.0.1:1/0"}
+    refused = subprocess.run([sys.executable, "-m", "app.cli", "worker", "text-model"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "model 'bert-sentiment:latest' is not in the model store" in refused.stderr
+    assert "braid models bootstrap" in refused.stderr
+    subprocess.run([sys.executable, "-m", "app.cli", "models", "bootstrap"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=300)
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "models", "list"], cwd=ROOT,
+                            env=env, check=True, capture_output=True, text=True).stdout
+    tags = {line.split()[0] for line in listed.splitlines()}
+    assert tags == {"all-minilm-l6-v2:v1", "bert-features:v1", "bert-sentiment:v1",
+                    "bert-sentiment-b:v1", "distilgpt2:v1", "embedding-head:v1", "gpt2:v1",
+                    "vit-classifier:v1"}
+    assert all("sha256:" in line and " MB" in line for line in listed.splitlines())

@@ -1,0 +1,32 @@
+"""Aggregator: light glue and aggregation steps of the demo pipelines, on a CPU queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app import Resources, api, service
+
+
+@service(resources=Resources(cpu=1), timeout=10)
+class Aggregator:
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def average(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The ensemble's aggregation: ``(a + b) / 2``."""
+        if a.shape != b.shape:
+            raise ValueError(f"cannot average arrays of shapes {a.shape} and {b.shape}")
+        return np.asarray((a + b) / 2, dtype=np.result_type(a, b))
+
+    @api
+    def concat(self, a: list[str], b: list[str]) -> list[str]:
+        """Both lists, one after the other."""
+        return [*a, *b]
+
+    @api
+    def pair(self, texts: list[str], scores: list[float]) -> list[dict[str, Any]]:
+        """``[{generated, score}, ...]``."""
+        return [{"generated": t, "score": s} for t, s in zip(texts, scores, strict=True)]

@@ -1,0 +1,33 @@
+"""GPT2: text generation (scenario 5), on a GPU where there is one."""
+
+from __future__ import annotations
+
+from app import Resources, api, device, models, service
+
+
+class _Generator:
+    """Text generation with a model from the store."""
+
+    tag = ""
+
+    def __init__(self) -> None:
+        from transformers import pipeline
+
+        self.pipe = pipeline("text-generation", model=str(models.get(self.tag).path),
+                             device=device())
+
+    def _generate(self, sentence: str, max_length: int, num_return_sequences: int) -> list[str]:
+        outputs = self.pipe(sentence, max_length=max_length, do_sample=True,
+                            num_return_sequences=num_return_sequences)
+        return [str(o["generated_text"]) for o in outputs]
+
+
+@service(resources=Resources(gpu=1, memory="4Gi"), timeout=60, models=["gpt2:latest"])
+class GPT2(_Generator):
+    tag = "gpt2"
+
+    @api
+    def generate(self, sentence: str, max_length: int = 24,
+                 num_return_sequences: int = 2) -> list[str]:
+        """``num_return_sequences`` continuations of ``sentence``."""
+        return self._generate(sentence, max_length, num_return_sequences)

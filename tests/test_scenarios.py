@@ -217,3 +217,24 @@ def test_bootstrap_fills_an_empty_store_and_a_missing_model_stops_a_worker(
                     "bert-sentiment-b:v1", "distilgpt2:v1", "embedding-head:v1", "gpt2:v1",
                     "vit-classifier:v1"}
     assert all("sha256:" in line and " MB" in line for line in listed.splitlines())
+
+
+def _readme_curls() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    scenarios = text.split("## The reference scenarios", 1)[1].split("\n## ", 1)[0]
+    blocks = scenarios.split("```sh\n")[1:]
+    return [b.split("```", 1)[0].strip() for b in blocks if b.startswith("curl -s -X POST")]
+
+
+def test_every_scenario_curl_in_the_readme_works_as_documented(demo: System,
+                                                               api: httpx.Client) -> None:
+    import json
+
+    curls = _readme_curls()
+    assert len(curls) == 5
+    for command in curls:
+        out = subprocess.run(["bash", "-c", command.replace("localhost:8000", demo.url[7:])],
+                             cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+        accepted = json.loads(out.stdout)
+        assert accepted["state"] == "queued", command
+        assert wait(api, accepted["id"], 120)["state"] == "succeeded", command

@@ -29,15 +29,19 @@ def test_submit_answers_202_with_location(http: httpx.Client) -> None:
 def test_wrong_type_is_422_naming_the_field_and_publishes_nothing(
         system: System, http: httpx.Client) -> None:
     jobs_before = system.redis().zcard("braid:jobs")
-    response = http.post("/v1/services/text-model/analyze_text/jobs", json={"top_k": "many"})
+    queued_before = system.redis().llen("parked")
+    response = http.post("/v1/services/parked/mark/jobs", json={"key": ["not", "a", "string"]})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["code"] == "invalid_input"
-    assert {e["field"] for e in problem["errors"]} == {"text", "top_k"}
-    assert "text: Field required" in problem["detail"]
+    assert [e["field"] for e in problem["errors"]] == ["key"]
+    assert "key: Input should be a valid string" in problem["detail"]
+    missing = http.post("/v1/services/slow/sleep/jobs", json={"key": "k"})
+    assert [e["field"] for e in missing.json()["errors"]] == ["seconds"]
+    assert "seconds: Field required" in missing.json()["detail"]
     assert system.redis().zcard("braid:jobs") == jobs_before
-    assert system.redis().llen("text-model") == 0
+    assert system.redis().llen("parked") == queued_before
 
 
 def test_unknown_service_api_and_job_are_404(http: httpx.Client) -> None:
@@ -141,15 +145,16 @@ def test_gpu_service_without_gpu_runs_on_cpu_with_one_warning(
 
 def test_services_list_queues_resources_and_schemas(http: httpx.Client) -> None:
     services = {s["name"]: s for s in http.get("/v1/services").json()["services"]}
-    text = services["text-model"]
-    assert text["queue"] == "text-model"
-    assert text["resources"] == {"cpu": 2, "gpu": 0, "memory": "2Gi"}
-    api = text["apis"][0]
-    assert api["input_schema"]["required"] == ["text"]
-    assert api["output_schema"]["type"] == "array"
+    gpu = services["gpu-model"]
+    assert gpu["queue"] == "gpu-model"
+    assert gpu["resources"] == {"cpu": 1, "gpu": 1, "memory": "1Gi"}
+    sleep = next(a for a in services["slow"]["apis"] if a["name"] == "sleep")
+    assert sleep["input_schema"]["required"] == ["seconds"]
+    assert sleep["output_schema"]["type"] == "number"
     openapi = http.get("/openapi.json").json()
-    body = openapi["paths"]["/v1/services/text-model/analyze_text/jobs"]["post"]["requestBody"]
-    assert body["content"]["application/json"]["schema"]["$ref"].endswith("analyze_text_input")
+    body = openapi["paths"]["/v1/services/slow/sleep/jobs"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["required"] == ["seconds"]
+    assert "multipart/form-data" in body["content"]
 
 
 def test_api_keys_guard_every_v1_route(system: System) -> None:

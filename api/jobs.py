@@ -44,6 +44,7 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
     deadline = pipeline.derived_deadline(braid.settings.time_limit_grace_s,
                                          braid.settings.deadline_slack_s)
     job, created = await braid.store.create(new_job(pipeline, texts, deadline), blobs)
+    braid.metrics.submitted.labels(pipeline.name).inc()
     try:
         await run_in_threadpool(build(braid.celery, pipeline, job).apply_async)
     except Exception as exc:

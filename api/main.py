@@ -8,18 +8,29 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import problems
-from api.deps import Braid, BraidDep
+from api.deps import Authorized, Braid, BraidDep
 from api.hub import Hub
+from api.metrics import Metrics
 from api.routes import jobs, pipelines, services
 from app import Settings, get_settings
 from app._celery import create_celery
 from app._jobs import JobStore
-from app._registry import Registry, load
+from app._pipeline import Pipeline
+from app._registry import CORE, Registry, load
 
 __all__ = ["create_app"]
+
+
+def _needs(pipeline: Pipeline) -> set[str]:
+    """The services a pipeline's jobs need workers of."""
+    needed = {n.service.name for n in pipeline.nodes.values()}
+    if any(n.is_map for n in pipeline.nodes.values()):
+        needed.add(CORE.name)
+    return needed
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -35,7 +46,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         store = JobStore(client, settings.job_ttl_s)
         hub = Hub(listener, store, settings.sweep_interval_s)
         celery = create_celery(settings, registry.all_services)
-        app.state.braid = Braid(settings, registry, store, celery, hub)
+        metrics = Metrics()
+        hub.listeners.append(lambda event: metrics.observe(event, client))
+        app.state.braid = Braid(settings, registry, store, celery, hub, metrics)
         await hub.start()
         try:
             yield
@@ -55,12 +68,24 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Redis is reachable")
+    @app.get("/readyz", tags=["health"], summary="Redis is reachable and every pipeline has "
+             "live workers for its services")
     async def readyz(braid: BraidDep) -> Any:
         try:
-            await braid.store.client.ping()
+            stats = await braid.queues()
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
-        return {"status": "ok"}
+        idle = sorted(name for name, s in stats.items() if s.workers == 0)
+        blocked = {p.name: sorted(set(idle) & _needs(p)) for p in braid.registry.pipelines.values()}
+        blocked = {name: services for name, services in blocked.items() if services}
+        body = {"status": "unavailable" if blocked else "ok",
+                "services_without_workers": idle, "pipelines_blocked": blocked}
+        return JSONResponse(body, status_code=503 if blocked else 200)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics",
+             dependencies=[Authorized], response_class=PlainTextResponse)
+    async def metrics(braid: BraidDep) -> PlainTextResponse:
+        return PlainTextResponse(braid.metrics.render(await braid.queues()),
+                                 media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -22,7 +22,8 @@ __all__ = ["build", "new_job"]
 
 def _call(pipeline: Pipeline, node: Node) -> dict[str, Any]:
     sink = node.id in pipeline.sinks
-    return {"a": node.args, "s": sink, "w": sink and pipeline.output == {"$r": f"o:{node.id}"}}
+    return {"a": node.args, "s": sink, "w": sink and pipeline.output == {"$r": f"o:{node.id}"},
+            "q": [f"{d}|finished_at" for d in sorted(node.deps)]}
 
 
 def _leaf(celery: Celery, pipeline: Pipeline, job: str, node: Node) -> Signature:

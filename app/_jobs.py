@@ -86,6 +86,7 @@ end
 _START_STEP = """
 local job, steps, data = KEYS[1], KEYS[2], KEYS[3]
 local s, task, worker, now, ev, jev = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local nready = tonumber(ARGV[7])
 local state = redis.call('HGET', job, 'state')
 if state ~= 'queued' and state ~= 'running' then return {state or 'missing'} end
 if redis.call('HGET', steps, s .. '|state') == 'succeeded' then return {'done'} end
@@ -94,12 +95,17 @@ if state == 'queued' then
   redis.call('PUBLISH', 'braid:events', jev)
 end
 local attempts = redis.call('HINCRBY', steps, s .. '|attempts', 1)
+local ready = redis.call('HGET', job, 'created_at')
+for i = 1, nready do
+  local t = redis.call('HGET', steps, ARGV[7 + i])
+  if t and tonumber(t) > tonumber(ready) then ready = t end
+end
 redis.call('HSET', steps, s .. '|state', 'running', s .. '|task_id', task,
-           s .. '|worker', worker, s .. '|started_at', now)
+           s .. '|worker', worker, s .. '|started_at', now, s .. '|queued_at', ready)
 redis.call('PUBLISH', 'braid:events', ev)
-local out = {'run', attempts}
-if #ARGV > 6 then
-  local vals = redis.call('HMGET', data, unpack(ARGV, 7))
+local out = {'run', attempts, ready}
+if #ARGV > 7 + nready then
+  local vals = redis.call('HMGET', data, unpack(ARGV, 8 + nready))
   for i = 1, #vals do table.insert(out, vals[i]) end
 end
 return out
@@ -164,11 +170,14 @@ return 1
 
 @dataclass(frozen=True)
 class StepStart:
-    """What a worker learns when it starts a step: whether to run it, and its inputs."""
+    """What a worker learns when it starts a step: whether to run it, its inputs, and when
+    it became ready to run (its inputs' steps finished) and started."""
 
     action: str
     attempts: int
     values: list[bytes | None]
+    ready_at: float = 0.0
+    started_at: float = 0.0
 
 
 class StepRecorder:
@@ -185,26 +194,29 @@ class StepRecorder:
         self._expand = client.register_script(_EXPAND)
 
     def start(self, job: str, step: str, task_id: str, worker: str,
-              fields: Sequence[str]) -> StepStart:
+              fields: Sequence[str], ready: Sequence[str] = ()) -> StepStart:
+        """Mark ``step`` running and read the data ``fields``. The step became ready at the
+        latest of the steps-hash timestamps ``ready`` (the job's creation if none)."""
         now = time.time()
         reply = self._start(
             keys=_keys(job),
             args=[step, task_id, worker, now, event(job, "running", step, worker=worker),
-                  event(job, "running"), *fields],
+                  event(job, "running"), len(ready), *ready, *fields],
         )
         action = reply[0].decode()
         if action != "run":
             return StepStart(action, 0, [])
-        return StepStart(action, int(reply[1]), list(reply[2:]))
+        return StepStart(action, int(reply[1]), list(reply[3:]), float(reply[2]), now)
 
     def finish(self, job: str, step: str, field: str, packed: str, *, sink: bool,
-               whole: bool, counts: bool = True) -> tuple[str, Any]:
+               whole: bool, counts: bool = True, **timing: Any) -> tuple[str, Any]:
         """Store a step's output; returns ('complete', output spec) when the job's last sink
         finished and its result must be assembled, else ('ok' | 'succeeded' | 'ended', None)."""
         now = time.time()
         reply = self._finish(
             keys=_keys(job),
-            args=[step, now, field, packed, int(sink), event(job, "succeeded", step), int(whole),
+            args=[step, now, field, packed, int(sink), event(job, "succeeded", step, **timing),
+                  int(whole),
                   event(job, "succeeded", final=True), int(counts)],
         )
         return reply[0].decode(), (reply[1] if len(reply) > 1 else None)
@@ -213,13 +225,15 @@ class StepRecorder:
         self._succeed(keys=_keys(job)[:1],
                       args=[time.time(), result, event(job, "succeeded", final=True)])
 
-    def fail(self, job: str, step: str, error: Mapping[str, Any], state: str = "failed") -> None:
+    def fail(self, job: str, step: str, error: Mapping[str, Any], state: str = "failed",
+             **timing: Any) -> None:
         now = time.time()
         step_error = json.dumps(dict(error))
         job_error = json.dumps({"step": step, **error})
         self._fail(
             keys=_keys(job)[:2],
-            args=[step, now, state, step_error, event(job, state, step, error=dict(error)),
+            args=[step, now, state, step_error,
+                  event(job, state, step, error=dict(error), **timing),
                   job_error, event(job, "failed", final=True, error={"step": step, **error})],
         )
 

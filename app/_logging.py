@@ -34,6 +34,9 @@ class _Json(logging.Formatter):
 def setup_logging(process: str, level: str = "INFO", as_json: bool = False) -> None:
     """Send every log record of this process to stderr, prefixed with ``process``."""
     handler = logging.StreamHandler(sys.stderr)
+    from app._runtime import StepContext
+
+    handler.addFilter(StepContext())
     handler.setFormatter(_Json(process) if as_json else logging.Formatter(
         f"{process:<22}| %(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -8,10 +8,15 @@ output. The model is built once per pool process, in that process (never before 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +24,7 @@ from typing import Any
 import redis
 from celery import Celery, Task, chord
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.worker.request import Request
 from pydantic import ValidationError
 
@@ -29,12 +34,43 @@ from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 
-__all__ = ["StepFailed", "device", "live_processes", "register", "select_device"]
+__all__ = ["ALIVE", "StepContext", "StepFailed", "device", "live_processes", "register",
+           "select_device"]
 
 _LIVE = "braid:processes"
 
 log = logging.getLogger("braid.worker")
 
+_LOG_CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "braid_log_context", default=None)
+
+
+class StepContext(logging.Filter):
+    """Adds the running step's job, step, service and task_id to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_LOG_CONTEXT.get() or {}).items():
+            setattr(record, key, value)
+        return True
+
+
+ALIVE = "braid:alive"
+
+
+def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Event) -> None:
+    """Say every few seconds that ``node`` serves ``service``; /readyz and the metrics count
+    live workers from this, without asking Celery."""
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
+    key = f"{ALIVE}:{service}"
+    while True:
+        try:
+            client.zadd(key, {node: time.time()})
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+        if stop.wait(settings.heartbeat_s):
+            with contextlib.suppress(redis.RedisError):
+                client.zrem(key, node)
+            return
 _MESSAGE_LIMIT = 2000
 
 
@@ -200,9 +236,9 @@ def _store_and_succeed(ctx: _Process, job: str, text: str) -> None:
 
 
 def _finish(ctx: _Process, job: str, step: str, packed: str, call: Mapping[str, Any],
-            counts: bool = True) -> None:
+            counts: bool = True, **timing: Any) -> None:
     status, output = ctx.recorder.finish(job, step, f"o:{step}", packed, sink=bool(call.get("s")),
-                                         whole=bool(call.get("w")), counts=counts)
+                                         whole=bool(call.get("w")), counts=counts, **timing)
     if status == "complete":
         _assemble(ctx, job, output.decode())
 
@@ -210,16 +246,34 @@ def _finish(ctx: _Process, job: str, step: str, packed: str, call: Mapping[str, 
 def _run_api(task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
              call: Mapping[str, Any]) -> None:
     ctx = _process(task.app.braid_settings)
+    token = _LOG_CONTEXT.set({"job": job, "step": step, "service": svc.name,
+                              "task_id": task.request.id})
+    try:
+        _run_step(task, ctx, svc, spec, job, step, call)
+    finally:
+        _LOG_CONTEXT.reset(token)
+
+
+def _run_step(task: Task, ctx: _Process, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
+              call: Mapping[str, Any]) -> None:
     item = f"m:{call['m']}:{call['i']}" if "m" in call else None
     found: set[str] = {item} if item else set()
     for arg in call["a"].values():
         _fields(arg, found)
     fields = sorted(found)
-    start = ctx.recorder.start(job, step, task.request.id, task.request.hostname or "", fields)
+    start = ctx.recorder.start(job, step, task.request.id, task.request.hostname or "", fields,
+                               call.get("q", ()))
     if start.action == "done":
         return
     if start.action != "run":
+        log.info("step %s of job %s skipped: the job is %s", step, job, start.action)
         raise Ignore()
+    log.info("step %s of job %s started (attempt %d)", step, job, start.attempts)
+
+    def timing() -> dict[str, Any]:
+        return {"service": svc.name, "api": spec.name, "wait": start.started_at - start.ready_at,
+                "run": time.time() - start.started_at}
+
     limit = spec.retry.max_attempts if spec.retry else ctx.settings.max_deliveries
     if start.attempts > limit:
         ctx.recorder.fail(job, step, {"type": "TooManyAttempts", "message":
@@ -246,10 +300,12 @@ def _run_api(task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
                               state="cancelled")
             raise Ignore() from None
         ctx.recorder.fail(job, step, {"type": "StepTimeout", "message":
-                          f"step {step!r} ran past its timeout of {svc.timeout:g} s"})
+                          f"step {step!r} ran past its timeout of {svc.timeout:g} s"}, **timing())
+        log.warning("step %s of job %s timed out", step, job)
         raise StepFailed(f"{step}: timed out") from None
     except _Invalid as exc:
-        ctx.recorder.fail(job, step, exc.error)
+        ctx.recorder.fail(job, step, exc.error, **timing())
+        log.warning("step %s of job %s failed: %s", step, job, exc.error["message"])
         raise StepFailed(f"{step}: {exc.error['type']}: {exc.error['message']}") from None
     except Exception as exc:
         error = _error(exc)
@@ -257,11 +313,13 @@ def _run_api(task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
             delay = spec.retry.delay(start.attempts)
             ctx.recorder.retrying(job, step, error, delay)
             raise task.retry(countdown=delay, max_retries=None) from None
-        ctx.recorder.fail(job, step, error)
+        ctx.recorder.fail(job, step, error, **timing())
+        log.warning("step %s of job %s failed: %s: %s", step, job, error["type"], error["message"])
         raise StepFailed(f"{step}: {error['type']}: {error['message']}") from None
     if blob is not None:
         ctx.recorder.client.set(blob[0], blob[1], ex=ctx.settings.job_ttl_s)
-    _finish(ctx, job, step, packed, call)
+    _finish(ctx, job, step, packed, call, **timing())
+    log.info("step %s of job %s succeeded", step, job)
 
 
 class _Invalid(Exception):
@@ -287,8 +345,8 @@ def _run_map(task: Task, job: str, step: str, call: Mapping[str, Any]) -> None:
         _finish(ctx, job, step, "[]", call, counts=False)
         return
     header = [
-        task.app.signature(call["task"], args=(job, f"{step}[{i}]", {"a": call["a"], "m": step,
-                                                                    "i": i}),
+        task.app.signature(call["task"], args=(job, f"{step}[{i}]", {
+            "a": call["a"], "m": step, "i": i, "q": [f"{step}|started_at"]}),
                            queue=call["queue"], immutable=True)
         for i in range(len(items))
     ]
@@ -348,4 +406,21 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings) -> None:
 
         _load_model(svc, settings, getattr(current_process(), "index", 0) or 0)
 
+    stop = threading.Event()
+    beat: list[threading.Thread] = []
+
+    def ready(sender: Any = None, **_: Any) -> None:
+        node = getattr(sender, "hostname", None) or f"{svc.name}@{socket.gethostname()}"
+        thread = threading.Thread(target=_heartbeat, args=(settings, svc.name, node, stop),
+                                  name="braid-heartbeat", daemon=True)
+        thread.start()
+        beat.append(thread)
+
+    def shutdown(**_: Any) -> None:
+        stop.set()
+        for thread in beat:
+            thread.join(5)
+
     worker_process_init.connect(init, weak=False)
+    worker_ready.connect(ready, weak=False)
+    worker_shutdown.connect(shutdown, weak=False)

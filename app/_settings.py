@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=3, description="A step whose worker died this many times fails the job."
     )
+    heartbeat_s: float = Field(
+        default=5.0, description="How often workers say they are alive; one missing three "
+        "beats is counted dead."
+    )
     torch_threads: int = 1
     max_concurrency: int | None = Field(
         default=None, description="Caps every service's pool size (small machines, tests)."

@@ -49,11 +49,17 @@ def main() -> None:
 @main.command()
 @APP
 @click.argument("service")
-@click.option("--index", default=0, help="This worker's number among the service's workers.")
+@click.option("--index", type=int, default=None,
+              help="This worker's number among the service's workers on this host (node name "
+                   "SERVICE@HOST-INDEX; default: the process id).")
 @click.option("--concurrency", type=int, default=None, help="Pool size (default from the "
               "service's resources).")
-def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | None) -> None:
-    """Run a worker that consumes only SERVICE's queue."""
+@click.option("--autoscale", default=None, metavar="MAX,MIN",
+              help="Grow the pool up to MAX processes under load, shrink to MIN (CPU services).")
+def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: int | None,
+           autoscale: str | None) -> None:
+    """Run a worker that consumes only SERVICE's queue; start more anywhere (same
+    BRAID_REDIS_URL) to add throughput."""
     from app._celery import create_celery
     from app._logging import setup_logging
     from app._registry import load
@@ -64,9 +70,12 @@ def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | N
     registry = load(settings.apps)
     svc = registry.service(service)
     _check_models(svc.models)
-    name = f"{svc.name}@%h" + (f"-{index}" if index else "")
-    setup_logging(f"worker:{svc.name}" + (f"-{index}" if index else ""), settings.log_level,
-                  settings.log_json)
+    number = os.getpid() if index is None else index
+    name = f"{svc.name}@%h-{number}"
+    setup_logging(f"worker:{svc.name}-{number}", settings.log_level, settings.log_json)
+    if autoscale and (svc.resources.gpu or not all(p.isdigit() for p in autoscale.split(","))):
+        raise click.BadParameter("write MAX,MIN (numbers), for CPU services only",
+                                 param_hint="--autoscale")
     size = concurrency or (max(1, svc.resources.gpu) if svc.resources.gpu else svc.concurrency)
     if settings.max_concurrency:
         size = min(size, settings.max_concurrency)
@@ -75,13 +84,48 @@ def worker(apps: tuple[str, ...], service: str, index: int, concurrency: int | N
     from celery.signals import setup_logging as celery_logging
 
     celery_logging.connect(lambda **_: None, weak=False)
-    argv = ["worker", "-Q", svc.queue, "-n", name, "-c", str(size), "-P", "prefork",
+    argv = ["worker", "-Q", svc.queue, "-n", name, "-P", "prefork",
             "-l", settings.log_level, "--without-mingle", "--without-gossip"]
+    argv += [f"--autoscale={autoscale}"] if autoscale else ["-c", str(size)]
     if settings.task_events:
         argv.append("-E")
     if svc.resources.memory_bytes:
         argv += ["--max-memory-per-child", str(svc.resources.memory_bytes // 1024)]
     celery.worker_main(argv)
+
+
+@main.command()
+@APP
+@click.argument("service")
+def ping(apps: tuple[str, ...], service: str) -> None:
+    """Exit 0 if a worker of SERVICE on this host sent a heartbeat lately (a healthcheck)."""
+    import socket
+    import time
+
+    import redis as redis_client
+
+    from app._runtime import ALIVE
+
+    settings = _settings(apps)
+    client = redis_client.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
+    since = time.time() - 3 * settings.heartbeat_s
+    nodes = [n.decode() if isinstance(n, bytes) else str(n)
+             for n in client.zrangebyscore(f"{ALIVE}:{service}", since, "+inf")]
+    mine = [n for n in nodes if n.startswith(f"{service}@{socket.gethostname()}-")]
+    if not mine:
+        raise SystemExit(f"no live worker of {service!r} on this host")
+    click.echo(" ".join(mine))
+
+
+@main.command()
+@APP
+def compose(apps: tuple[str, ...]) -> None:
+    """Print compose.yaml for the declared services (`braid compose > compose.yaml`)."""
+    from app._compose import compose as render
+    from app._registry import load
+
+    settings = _settings(apps)
+    click.echo(render(load(settings.apps).all_services, settings), nl=False)
 
 
 def _check_models(tags: tuple[str, ...]) -> None:

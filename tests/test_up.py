@@ -21,7 +21,7 @@ from tests.jobs_helpers import run, submit, wait
 OUTSIDE = '''
 import time
 
-from app import api, service
+from app import Value, api, pipeline, service, step
 
 
 @service(timeout=4)
@@ -39,6 +39,21 @@ class Outside:
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
+
+
+@service(timeout=4)
+class Shouter:
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def shout(self, text: str) -> str:
+        return text.upper() + "!"
+
+
+@pipeline(name="greet")
+def greet(name: str) -> Value[str]:
+    return step(Shouter.shout, step(Outside.hello, step(Shouter.shout, name)))
 '''
 
 
@@ -85,10 +100,20 @@ class Up:
         self.url = f"http://127.0.0.1:{env['BRAID_API_PORT']}"
         self.flower = f"http://127.0.0.1:{env['BRAID_FLOWER_PORT']}"
 
-    def worker_main(self, service: str) -> int:
-        mains = [p for p in _children(self.proc.pid) if f"worker {service}" in _cmdline(p)]
-        assert len(mains) == 1, mains
+    def worker_main(self, node: str) -> int:
+        """The main process of the worker named ``node`` (service@host-N)."""
+        service, index = node.split("@")[0], node.rsplit("-", 1)[1]
+        mains = [p for p in _children(self.proc.pid)
+                 if _cmdline(p).rstrip().endswith(f"worker {service} --index {index}")]
+        assert len(mains) == 1, (node, mains)
         return mains[0]
+
+    def metric(self, name: str, service: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(f'{name}{{service="{service}"}} '):
+                return float(line.split()[-1])
+        raise AssertionError(f"{name} for {service} missing")
 
     def flower_workers(self) -> dict[str, Any]:
         response = httpx.get(f"{self.flower}/api/workers", params={"refresh": "1"},
@@ -108,11 +133,12 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         "BRAID_STATE_DIR": str(tmp / "state"), "BRAID_EMBEDDED_REDIS_PORT": str(free_port()),
         "BRAID_API_PORT": str(free_port()), "BRAID_FLOWER_PORT": str(free_port()),
         "BRAID_FLOWER_PASSWORD": "flower-secret", "BRAID_VISIBILITY_MARGIN_S": "2",
-        "BRAID_RESTORE_INTERVAL_S": "1", "BRAID_TIME_LIMIT_GRACE_S": "1",
+        "BRAID_RESTORE_INTERVAL_S": "1", "BRAID_TIME_LIMIT_GRACE_S": "1", "BRAID_LOG_JSON": "1",
     })
     log = tmp / "up.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--app", "outside_app"],
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--app", "outside_app",
+                                 "--scale", "outside=3"],
                                 cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     system = Up(proc, env, log)
@@ -126,8 +152,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
 def test_everything_is_up_within_90_seconds_and_serves_the_outside_module(up: Up) -> None:
     def ready() -> bool:
-        names = {n.split("@")[0] for n in up.flower_workers()}
-        return {"braid", "outside"} <= names
+        names = sorted(n.split("@")[0] for n in up.flower_workers())
+        return names == ["braid", "outside", "outside", "outside", "shouter"]
 
     wait_for(lambda: httpx.get(f"{up.url}/healthz", timeout=1).status_code == 200, 90, "the API")
     wait_for(ready, 90, "both workers in Flower", interval=0.5)
@@ -138,16 +164,77 @@ def test_everything_is_up_within_90_seconds_and_serves_the_outside_module(up: Up
 
 def test_flower_lists_every_worker_with_its_queue_behind_auth(up: Up) -> None:
     assert httpx.get(f"{up.flower}/api/workers", timeout=10).status_code == 401
-    queues = {name.split("@")[0]: [q["name"] for q in info["active_queues"]]
-              for name, info in up.flower_workers().items()}
-    assert queues == {"braid": ["braid"], "outside": ["outside"]}
+    queues = sorted((name.split("@")[0], [q["name"] for q in info["active_queues"]])
+                    for name, info in up.flower_workers().items())
+    assert queues == [("braid", ["braid"]), ("outside", ["outside"]), ("outside", ["outside"]),
+                      ("outside", ["outside"]), ("shouter", ["shouter"])]
+
+
+def test_scaled_service_runs_a_burst_on_three_workers_and_its_queue_drains(up: Up) -> None:
+    with httpx.Client(base_url=up.url, timeout=30) as http:
+        jobs = [submit(http, "/v1/services/outside/slow/jobs", {"seconds": 0.3})
+                for _ in range(30)]
+        depth = up.metric("braid_queue_depth", "outside")
+        views = [wait(http, job) for job in jobs]
+    assert depth > 0
+    assert len({v["steps"]["slow"]["worker"] for v in views}) == 3
+    wait_for(lambda: up.metric("braid_queue_depth", "outside") == 0, 10, "the queue to drain")
+
+
+def test_a_worker_started_separately_joins_and_takes_jobs(up: Up) -> None:
+    env = {**up.env, "BRAID_REDIS_URL": f"redis://127.0.0.1:{up.env['BRAID_EMBEDDED_REDIS_PORT']}/0"}
+    extra = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "outside", "--app",
+                              "outside_app"], cwd=up.log.parent, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        node = f"outside@{os.uname().nodename}-{extra.pid}"
+        wait_for(lambda: node in up.flower_workers(), 60, "the extra worker", interval=0.5)
+        with httpx.Client(base_url=up.url, timeout=30) as http:
+            def served() -> bool:
+                jobs = [submit(http, "/v1/services/outside/slow/jobs", {"seconds": 0.2})
+                        for _ in range(8)]
+                return node in {wait(http, j)["steps"]["slow"]["worker"] for j in jobs}
+
+            wait_for(served, 60, "a job on the extra worker", interval=0)
+    finally:
+        os.killpg(extra.pid, signal.SIGTERM)
+        extra.wait(30)
+
+
+def test_json_logs_show_every_step_of_a_job_across_workers(up: Up) -> None:
+    import json
+
+    with httpx.Client(base_url=up.url, timeout=30) as http:
+        view = run(http, "/v1/pipelines/greet/jobs", {"name": "ann"})
+    assert view["result"] == "HELLO ANN!!"
+
+    def lines() -> list[dict[str, Any]]:
+        found = []
+        for line in up.log.read_text(errors="replace").splitlines():
+            if view["id"] in line and line.startswith("{"):
+                found.append(json.loads(line))
+        return found
+
+    wait_for(lambda: {e.get("step") for e in lines()} >= set(view["steps"]), 10, "the log lines")
+    records = [e for e in lines() if e.get("step")]
+    assert {e["step"] for e in records} == set(view["steps"]) == {
+        "shouter.shout", "outside.hello", "shouter.shout-2"}
+    assert {e["service"] for e in records} == {"shouter", "outside"}
+    assert all(e["job"] == view["id"] and e["task_id"] for e in records)
+
+
+def _running_node(http: httpx.Client, job: str) -> str:
+    def node() -> str | None:
+        step = http.get(f"/v1/jobs/{job}").json()["steps"]["slow"]
+        return str(step["worker"]) if step["state"] == "running" else None
+
+    return wait_for(node, 20, "the step to start")
 
 
 def test_killing_a_pool_process_requeues_its_step_at_once(up: Up) -> None:
-    main = up.worker_main("outside")
     with httpx.Client(base_url=up.url, timeout=30) as http:
         job = submit(http, "/v1/services/outside/slow/jobs", {"seconds": 1.5})
-        wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["state"] == "running", 20, "start")
+        main = up.worker_main(_running_node(http, job))
         pool = _children(main)
         assert pool
         os.kill(pool[0], signal.SIGKILL)
@@ -157,12 +244,12 @@ def test_killing_a_pool_process_requeues_its_step_at_once(up: Up) -> None:
 
 
 def test_killing_a_worker_main_process_restarts_it_and_redelivers_the_step(up: Up) -> None:
-    old = up.worker_main("outside")
     with httpx.Client(base_url=up.url, timeout=30) as http:
         job = submit(http, "/v1/services/outside/slow/jobs", {"seconds": 1.5})
-        wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["state"] == "running", 20, "start")
+        node = _running_node(http, job)
+        old = up.worker_main(node)
         os.kill(old, signal.SIGKILL)
-        wait_for(lambda: up.worker_main("outside") != old, 20, "the restarted worker")
+        wait_for(lambda: up.worker_main(node) != old, 20, "the restarted worker")
         # visibility timeout (4 s limit + 1 s grace + 2 s margin... of the longest service,
         # the built-in one at 10 s: 13 s) plus the 1 s restore sweep and a restart
         view = wait(http, job, timeout=40)

@@ -18,14 +18,15 @@ def router(registry: Registry) -> APIRouter:
 
     @r.get("", summary="List services, their queues, resources and API schemas")
     async def list_services(braid: BraidDep) -> dict[str, Any]:
+        stats = await braid.queues()
         return {"services": [
-            {**svc.describe(), "apis": [
+            {**svc.describe(), **stats[svc.name].describe(), "apis": [
                 {"name": a.name, "task": a.task_name,
                  "submit_url": f"/v1/services/{svc.name}/{a.name}/jobs",
                  "input_schema": a.input_model.model_json_schema(),
                  "output_schema": a.output_schema()}
                 for a in svc.apis.values()]}
-            for svc in braid.registry.services.values()
+            for svc in braid.registry.all_services
         ]}
 
     for svc in registry.services.values():

@@ -108,3 +108,18 @@ class Parked:
     @api
     def mark(self, key: str) -> int:
         return mark(key)
+
+
+@service(timeout=15)
+class Patient:
+    """Long steps, for graceful-shutdown tests (no worker unless a test starts one)."""
+
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def wait(self, seconds: float, key: str) -> float:
+        mark(f"{key}:start")
+        time.sleep(seconds)
+        mark(f"{key}:end")
+        return seconds

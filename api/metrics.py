@@ -1,0 +1,70 @@
+"""Prometheus metrics of the API process.
+
+Job and step metrics come from the job event stream this process subscribes to, so each API
+replica reports every job (take one replica's series, or ``max`` across them, not the sum).
+Queue depth and live workers are read from Redis at scrape time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from app._jobs import job_key
+from app._queues import QueueStats
+
+__all__ = ["Metrics"]
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.submitted = Counter("braid_jobs_submitted", "Jobs accepted, by pipeline",
+                                 ["pipeline"], registry=r)
+        self.finished = Counter("braid_jobs_finished", "Jobs that ended, by pipeline and state",
+                                ["pipeline", "state"], registry=r)
+        self.job_seconds = Histogram("braid_job_duration_seconds",
+                                     "From submission to the end, by pipeline", ["pipeline"],
+                                     buckets=_BUCKETS, registry=r)
+        self.step_wait = Histogram("braid_step_queue_seconds",
+                                   "From a step's inputs being ready to its start",
+                                   ["service", "api"], buckets=_BUCKETS, registry=r)
+        self.step_run = Histogram("braid_step_run_seconds", "A step's run time",
+                                  ["service", "api", "state"], buckets=_BUCKETS, registry=r)
+        self.depth = Gauge("braid_queue_depth",
+                           "Messages waiting in a service's queue plus reserved and unacked",
+                           ["service"], registry=r)
+        self.waiting = Gauge("braid_queue_waiting", "Messages waiting in a service's queue",
+                             ["service"], registry=r)
+        self.reserved = Gauge("braid_queue_reserved", "Messages reserved by a service's workers "
+                              "and not acked yet", ["service"], registry=r)
+        self.workers = Gauge("braid_live_workers", "Workers of a service that sent a heartbeat "
+                             "recently", ["service"], registry=r)
+
+    async def observe(self, event: dict[str, Any], client: Any) -> None:
+        """Count one job event (called for every event on the stream)."""
+        if event.get("final"):
+            pipeline, created, finished = await client.hmget(
+                job_key(event["job"]), ["pipeline", "created_at", "finished_at"])
+            if pipeline is None:
+                return
+            name = pipeline.decode()
+            self.finished.labels(name, event["state"]).inc()
+            if created and finished:
+                self.job_seconds.labels(name).observe(float(finished) - float(created))
+        elif "run" in event and "service" in event:
+            labels = (event["service"], event["api"])
+            self.step_wait.labels(*labels).observe(max(0.0, event["wait"]))
+            self.step_run.labels(*labels, event["state"]).observe(event["run"])
+
+    def render(self, stats: dict[str, QueueStats]) -> bytes:
+        for name, s in stats.items():
+            self.depth.labels(name).set(s.depth)
+            self.waiting.labels(name).set(s.waiting)
+            self.reserved.labels(name).set(s.reserved)
+            self.workers.labels(name).set(s.workers)
+        return bytes(generate_latest(self.registry))

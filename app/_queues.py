@@ -1,0 +1,57 @@
+"""What an autoscaler needs per service: queue depth (messages waiting in the queue plus
+messages a worker reserved and has not acked yet) and live workers (from heartbeats)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from app._service import ServiceSpec
+
+__all__ = ["QueueStats", "queue_stats"]
+
+UNACKED = "unacked"
+"""kombu's Redis transport keeps every delivered, unacked message in this hash."""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    waiting: int
+    reserved: int
+    workers: int
+
+    @property
+    def depth(self) -> int:
+        return self.waiting + self.reserved
+
+    def describe(self) -> dict[str, int]:
+        return {"waiting": self.waiting, "reserved": self.reserved, "depth": self.depth,
+                "live_workers": self.workers}
+
+
+async def queue_stats(client: aioredis.Redis, specs: Sequence[ServiceSpec],
+                      alive_within_s: float) -> dict[str, QueueStats]:
+    """Per service name, its queue's stats now (one round trip plus the unacked scan)."""
+    from app._runtime import ALIVE
+
+    since = time.time() - alive_within_s
+    async with client.pipeline(transaction=False) as pipe:
+        for spec in specs:
+            pipe.llen(spec.queue)
+            pipe.zcount(f"{ALIVE}:{spec.name}", since, "+inf")
+        pipe.hvals(UNACKED)
+        replies = await pipe.execute()
+    reserved: dict[str, int] = {}
+    for raw in replies[-1]:
+        try:
+            routing_key = json.loads(raw)[2]
+        except (ValueError, IndexError, TypeError):
+            continue
+        reserved[routing_key] = reserved.get(routing_key, 0) + 1
+    return {spec.name: QueueStats(int(replies[2 * i]), reserved.get(spec.queue, 0),
+                                  int(replies[2 * i + 1]))
+            for i, spec in enumerate(specs)}

@@ -1,0 +1,97 @@
+"""Metrics, readiness and graceful shutdown of a running system."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import httpx
+
+from tests.harness import System, wait_for
+from tests.jobs_helpers import marks, submit, wait
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(r"^(\w+)\{([^}]*)\} (\S+)$", line)
+        if match and match.group(1) == name:
+            have = ",".join(sorted(match.group(2).split(",")))
+            if have == wanted:
+                return float(match.group(3))
+    return 0.0
+
+
+def test_metrics_count_a_known_workload(http: httpx.Client) -> None:
+    before = http.get("/metrics").text
+    ok = [submit(http, "/v1/pipelines/chain-3/jobs", {"x": i}) for i in range(10)]
+    bad = [submit(http, "/v1/pipelines/fail-in-join/jobs", {"x": 1, "key": "m"}) for _ in range(2)]
+    for job in ok + bad:
+        wait(http, job)
+
+    def counted() -> str | None:
+        text = http.get("/metrics").text
+        done = _metric(text, "braid_jobs_finished_total", pipeline="fail-in-join", state="failed")
+        return text if done - _metric(before, "braid_jobs_finished_total",
+                                      pipeline="fail-in-join", state="failed") >= 2 else None
+
+    after = wait_for(counted, 10, "the failed jobs to be counted")
+
+    def delta(name: str, **labels: str) -> float:
+        return _metric(after, name, **labels) - _metric(before, name, **labels)
+
+    assert delta("braid_jobs_submitted_total", pipeline="chain-3") == 10
+    assert delta("braid_jobs_submitted_total", pipeline="fail-in-join") == 2
+    assert delta("braid_jobs_finished_total", pipeline="chain-3", state="succeeded") == 10
+    assert delta("braid_jobs_finished_total", pipeline="fail-in-join", state="failed") == 2
+    assert delta("braid_job_duration_seconds_count", pipeline="chain-3") == 10
+    assert delta("braid_step_queue_seconds_count", service="echo", api="echo") == 10
+    assert delta("braid_step_run_seconds_count", service="calc", api="fail_if",
+                 state="failed") == 2
+    assert _metric(after, "braid_live_workers", service="calc") == 1
+    # a failed join's sibling may still be queued; it drains (and skips) right after
+    wait_for(lambda: _metric(http.get("/metrics").text, "braid_queue_depth", service="calc") == 0,
+             10, "the calc queue to drain")
+
+
+def test_readyz_names_a_service_without_workers_until_it_is_back(system: System,
+                                                                 http: httpx.Client) -> None:
+    assert http.get("/readyz").status_code == 200
+    system.stop("worker-calc")
+    try:
+        response = http.get("/readyz")
+        assert response.status_code == 503
+        assert "calc" in response.json()["services_without_workers"]
+        assert response.json()["pipelines_blocked"]["mapped"] == ["calc"]
+    finally:
+        system.start_worker("calc")
+    wait_for(lambda: http.get("/readyz").status_code == 200, 60, "readiness after the restart")
+
+
+def test_sigterm_finishes_the_running_step_and_queued_work_moves_on(
+        system: System, http: httpx.Client) -> None:
+    first, second = system.start_worker("patient", 1), system.start_worker("patient", 2)
+    try:
+        system.wait_workers(["patient"])
+        wait_for(lambda: http.get("/v1/services").json() and next(
+            s for s in http.get("/v1/services").json()["services"] if s["name"] == "patient"
+        )["live_workers"] == 2, 60, "both patient workers")
+        long = submit(http, "/v1/services/patient/wait/jobs", {"seconds": 5, "key": "term"})
+        wait_for(lambda: http.get(f"/v1/jobs/{long}").json()["state"] == "running", 20, "start")
+        node = http.get(f"/v1/jobs/{long}").json()["steps"]["wait"]["worker"]
+        victim = first if node.endswith("-1") else second
+        proc = system.procs[victim]
+        proc.send_signal(signal.SIGTERM)
+        queued = [submit(http, "/v1/services/patient/wait/jobs", {"seconds": 0.2, "key": "after"})
+                  for _ in range(3)]
+        views = [wait(http, job) for job in queued]
+        assert {v["steps"]["wait"]["worker"] for v in views} == {
+            n for n in {v["steps"]["wait"]["worker"] for v in views} if n != node}
+        assert proc.wait(30) == 0
+        done = wait(http, long)
+        assert done["state"] == "succeeded"
+        assert done["steps"]["wait"]["attempts"] == 1 and done["steps"]["wait"]["worker"] == node
+        assert marks(system.redis(), "term:end") == marks(system.redis(), "term:start") == 1
+    finally:
+        system.stop(first)
+        system.stop(second)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
@@ -19,7 +20,7 @@ from app._canvas import build, new_job
 from app._pipeline import Pipeline
 from app._types import to_rest
 
-__all__ = ["read_job", "render", "submit"]
+__all__ = ["FINAL", "read_job", "render", "submit", "until_final"]
 
 
 def _time(value: str | None) -> str | None:
@@ -33,8 +34,10 @@ def status_url(request: Request, braid: Braid, job: str) -> str:
     return f"{base}/v1/jobs/{job}"
 
 
-async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseModel) -> JSONResponse:
-    """Store the job, then publish its canvas; 202 with where to follow it."""
+async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseModel,
+                 wait: float | None = None) -> JSONResponse:
+    """Store the job, then publish its canvas; 202 with where to follow it. With ``wait``,
+    answer 200 with the final job if it ends within that many seconds."""
     texts: dict[str, str] = {}
     blobs: dict[str, str] = {}
     for name, value in body:
@@ -45,13 +48,18 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
                                          braid.settings.deadline_slack_s)
     job, created = await braid.store.create(new_job(pipeline, texts, deadline), blobs)
     braid.metrics.submitted.labels(pipeline.name).inc()
-    try:
-        await run_in_threadpool(build(braid.celery, pipeline, job).apply_async)
-    except Exception as exc:
-        await braid.store.discard(job)
-        raise BrokerUnavailable(f"could not publish the job ({exc}); nothing was queued, "
-                                "retry once Redis is back") from exc
     url = status_url(request, braid, job)
+    async with braid.hub.watch(job) as events:
+        try:
+            await run_in_threadpool(build(braid.celery, pipeline, job).apply_async)
+        except Exception as exc:
+            await braid.store.discard(job)
+            raise BrokerUnavailable(f"could not publish the job ({exc}); nothing was queued, "
+                                    "retry once Redis is back") from exc
+        if wait:
+            view = await until_final(braid, job, events, min(wait, braid.settings.max_wait_s))
+            if view["state"] in FINAL:
+                return JSONResponse(view, headers={"Location": url})
     return JSONResponse(
         {"id": job, "state": JobState.queued.value, "pipeline": pipeline.name,
          "created_at": _time(str(created)), "status_url": url},
@@ -100,6 +108,27 @@ async def render(braid: Braid, record: dict[str, str], steps: dict[str, str] | N
     if record.get("error"):
         view["error"] = json.loads(record["error"])
     return view
+
+
+FINAL = {s.value for s in JobState if s.final}
+
+
+async def until_final(braid: Braid, job: str, events: asyncio.Queue[dict[str, Any]],
+                      timeout: float) -> dict[str, Any]:
+    """The job once it ended, or as it is after ``timeout`` seconds (pushed events, no
+    polling: ``events`` must have been registered before the job could end)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while (left := end - loop.time()) > 0:
+        try:
+            event = await asyncio.wait_for(events.get(), left)
+        except TimeoutError:
+            break
+        if event.get("final") or event.get("state") == "resync":
+            view = await read_job(braid, job)
+            if view["state"] in FINAL:
+                return view
+    return await read_job(braid, job)
 
 
 async def read_job(braid: Braid, job: str, with_steps: bool = True) -> dict[str, Any]:

@@ -80,8 +80,19 @@ def _import_tree(name: str) -> None:
             _import_tree(f"{name}.{info.name}")
 
 
+def _within(module: str, names: list[str]) -> bool:
+    return any(module == n or module.startswith(n + ".") for n in names)
+
+
 def load(modules: Iterable[str]) -> Registry:
-    """Import ``modules`` and return what they declared."""
-    for name in modules:
+    """Import ``modules`` and return what they declare: their services and pipelines, and
+    the services those pipelines use."""
+    names = list(modules)
+    for name in names:
         _import_tree(name)
-    return Registry(services(), pipelines())
+    chosen = {n: p for n, p in pipelines().items() if _within(p.func.__module__, names)}
+    used = {node.service.name for p in chosen.values() for node in p.nodes.values()}
+    return Registry(
+        {n: s for n, s in services().items() if _within(s.cls.__module__, names) or n in used},
+        chosen,
+    )

@@ -1,9 +1,10 @@
 """`python -m bench` (or `make bench`): start Braid with the no-op services, measure.
 
 For 1-step, 3-step graph (A, then B and C in parallel, joined) and 10-step chain pipelines,
-at concurrency 1 and 8 for a fixed duration each, through the REST API (submit, then a
-pushed long-poll wait) and through the Python client: p50/p99 latency, jobs/s, and the ratio
-to calling the same functions in-process. Then the API's submission rate alone.
+at concurrency 1 and 8 for a fixed duration each: through the REST API as two requests
+(`rest`: submit, then a pushed long-poll wait), as one (`rest-1`: submit with `?wait=`), and
+through the Python client: p50/p99 latency, jobs/s, and the ratio to calling the same
+functions in-process. Then the API's submission rate alone.
 """
 
 from __future__ import annotations
@@ -123,13 +124,18 @@ async def _measure(url: str, seconds: float) -> None:
             view = (await http.get(f"/v1/jobs/{job}", params={"wait": 30})).json()
             assert view["state"] == "succeeded", view
 
+        async def rest_once(name: str) -> None:
+            response = await http.post(f"/v1/pipelines/{name}/jobs", params={"wait": 30},
+                                       json={"payload": PAYLOAD})
+            assert response.json()["state"] == "succeeded", response.text
+
         async def client(name: str) -> None:
             await (await braid.submit(name, payload=PAYLOAD)).result(timeout=30)
 
         for name in pipelines:
             inproc = _in_process_s(name)
             for concurrency in (1, 8):
-                for label, fn in (("rest", rest), ("client", client)):
+                for label, fn in (("rest", rest), ("rest-1", rest_once), ("client", client)):
                     lat = await _load(concurrency, seconds, functools.partial(fn, name))
                     _row(label, lat, seconds, inproc, name, concurrency)
 

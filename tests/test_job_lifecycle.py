@@ -155,3 +155,13 @@ def test_jobs_list_newest_first_filtered(http: httpx.Client) -> None:
                                           "limit": 2}).json()["jobs"]
     assert [j["id"] for j in listed] == [second, first]
     assert all(j["pipeline"] == "chain-3" for j in listed)
+
+
+def test_submit_with_wait_answers_with_the_final_job_or_202(http: httpx.Client) -> None:
+    done = http.post("/v1/pipelines/chain-3/jobs", params={"wait": 20}, json={"x": 5})
+    assert done.status_code == 200
+    assert done.json()["state"] == "succeeded" and done.json()["result"] == 11
+    assert done.headers["location"].endswith(done.json()["id"])
+    pending = http.post("/v1/services/slow/sleep/jobs", params={"wait": 0.2}, json={"seconds": 1})
+    assert pending.status_code == 202 and pending.json()["state"] == "queued"
+    assert wait(http, pending.json()["id"])["state"] == "succeeded"

@@ -6,9 +6,9 @@ A body is a JSON object, or ``multipart/form-data`` whose file parts fill image,
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -21,7 +21,8 @@ from app._pipeline import Pipeline
 
 __all__ = ["add_submit_route", "read_body"]
 
-_ACCEPTED = {202: {"description": "Accepted: the job is queued; follow `status_url`."},
+_ACCEPTED = {200: {"description": "With `?wait=`: the job ended in time; its final record."},
+             202: {"description": "Accepted: the job is queued; follow `status_url`."},
              404: {"description": "Unknown service, API or pipeline"},
              413: {"description": "The request is over BRAID_MAX_UPLOAD_BYTES"},
              422: {"description": "The body does not match the declared types"},
@@ -81,8 +82,14 @@ def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: 
     model = pipeline.input_model
     schema = model.model_json_schema()
 
-    async def endpoint(request: Request, braid: BraidDep) -> JSONResponse:
-        return await submit(braid, request, pipeline, await read_body(request, braid, model))
+    async def endpoint(
+        request: Request,
+        braid: BraidDep,
+        wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the job to "
+                                            "end: 200 with the final job if it does, else 202 "
+                                            "(at most 60)")] = None,
+    ) -> JSONResponse:
+        return await submit(braid, request, pipeline, await read_body(request, braid, model), wait)
 
     body = {"required": True, "content": {"application/json": {"schema": schema},
                                           "multipart/form-data": {"schema": schema}}}

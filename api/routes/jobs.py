@@ -13,14 +13,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import Authorized, BraidDep
-from api.jobs import read_job, render
+from api.jobs import FINAL, read_job, render, until_final
 from app import JobConflict, JobNotFound, JobState, NotAcceptable
 from app._types import to_rest
 
 __all__ = ["router"]
-
-FINAL = {s.value for s in JobState if s.final}
-
 
 def router() -> APIRouter:
     r = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
@@ -41,26 +38,14 @@ def router() -> APIRouter:
         braid: BraidDep,
         wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the job to "
                                             "end (long-poll, at most 60)")] = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         if not wait:
-            return await read_job(braid, job)
-        timeout = min(wait, braid.settings.max_wait_s)
+            return JSONResponse(await read_job(braid, job))
         async with braid.hub.watch(job) as events:
             view = await read_job(braid, job)
-            if view["state"] in FINAL:
-                return view
-            loop = asyncio.get_running_loop()
-            end = loop.time() + timeout
-            while (left := end - loop.time()) > 0:
-                try:
-                    event = await asyncio.wait_for(events.get(), left)
-                except TimeoutError:
-                    break
-                if event.get("final") or event.get("state") == "resync":
-                    view = await read_job(braid, job)
-                    if view["state"] in FINAL:
-                        return view
-        return await read_job(braid, job)
+            if view["state"] not in FINAL:
+                view = await until_final(braid, job, events, min(wait, braid.settings.max_wait_s))
+        return JSONResponse(view)
 
     @r.get("/{job}/events", summary="Server-sent events of step transitions, ending with the "
            "final state")

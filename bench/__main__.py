@@ -51,7 +51,8 @@ def _start(state: Path, lean: bool) -> tuple[subprocess.Popen[bytes], str]:
     if lean:
         env.update({"BRAID_TASK_EVENTS": "0", "BRAID_FLOWER": "0"})
     log = open(state / "up.log", "wb")  # noqa: SIM115 - the process owns it
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--bench", "--app", "workers"],
+    # only the no-op services: model workers loading in the background would skew the figures
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--app", "bench.services"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"

@@ -30,12 +30,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Redis, one worker per service of tests.apps, the API."""
     sys_ = System(tmp_path_factory.mktemp("system"), "tests.apps")
     try:
-        sys_.start_redis()
-        for svc in SERVICES:
-            sys_.start_worker(svc)
-        sys_.start_api()
-        sys_.wait_workers(SERVICES)
-        yield sys_
+        yield sys_.up(SERVICES)
     finally:
         sys_.close()
 

@@ -144,6 +144,15 @@ class System:
 
         wait_for(up, timeout, f"workers {services}", interval=0.3)
 
+    def up(self, services: list[str], timeout: float = 90) -> System:
+        """Redis, one worker per service, the API; returns once every worker answers."""
+        self.start_redis()
+        for service in services:
+            self.start_worker(service)
+        self.start_api()
+        self.wait_workers(services, timeout)
+        return self
+
     def close(self) -> None:
         for name in [n for n in self.procs if n != "redis"]:
             self.stop(name)

@@ -16,12 +16,7 @@ from tests.jobs_helpers import wait
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     system = System(tmp_path_factory.mktemp("outage"), "tests.apps")
     try:
-        system.start_redis()
-        system.start_worker("braid")
-        system.start_worker("echo")
-        system.start_api()
-        system.wait_workers(["braid", "echo"])
-        yield system
+        yield system.up(["braid", "echo"])
     finally:
         system.close()
 

@@ -32,12 +32,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterato
     system = System(tmp_path_factory.mktemp("demo"), "workers",
                     BRAID_MAX_IMAGE_PIXELS=str(PIXEL_LIMIT))
     try:
-        system.start_redis()
-        for svc in SERVICES:
-            system.start_worker(svc)
-        system.start_api()
-        system.wait_workers(SERVICES, timeout=240)
-        yield system
+        yield system.up(SERVICES, timeout=240)
     finally:
         system.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import signal
@@ -131,9 +132,6 @@ def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> Non
     """Build the service instance in this pool process."""
     _die_with_parent()
     ctx = _process(settings)
-    threads = str(settings.torch_threads)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, threads)
     if svc.resources.gpu > 0:
         ctx.device = select_device(svc.resources.gpu, process_index, _cuda_devices())
         if ctx.device == "cpu" and process_index == 0:
@@ -157,10 +155,6 @@ def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> Non
 
 def _announce(ctx: _Process, svc: ServiceSpec) -> None:
     """Record which device this process uses and which model versions it loaded."""
-    import json
-    import socket
-    import time
-
     from app import _models
 
     store = _models.store()
@@ -175,8 +169,6 @@ def _announce(ctx: _Process, svc: ServiceSpec) -> None:
 
 def live_processes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """Per service, the worker processes that announced themselves, still alive or recently."""
-    import json
-
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
     out: dict[str, list[dict[str, Any]]] = {}
     for key in client.scan_iter(f"{_LIVE}:*"):

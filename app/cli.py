@@ -157,17 +157,19 @@ def api(apps: tuple[str, ...], host: str | None, port: int | None) -> None:
 def flower(apps: tuple[str, ...]) -> None:
     """Run Flower, behind basic auth, bound to BRAID_FLOWER_HOST (localhost by default)."""
     from app._celery import create_celery
+    from app._logging import setup_logging
     from app._registry import load
 
     settings = _settings(apps)
     if settings.flower_password is None:
         raise click.UsageError("set BRAID_FLOWER_PASSWORD: Flower never runs without auth")
+    setup_logging("flower", settings.log_level, settings.log_json)
     registry = load(settings.apps)
     celery = create_celery(settings, registry.all_services)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     celery.start(["flower", f"--address={settings.flower_host}", f"--port={settings.flower_port}",
-                  f"--basic-auth={auth}", "--persistent=True",
+                  f"--basic-auth={auth}", "--persistent=True", "--logging=none",
                   f"--db={settings.state_dir.resolve() / 'flower.db'}"])
 
 
@@ -254,12 +256,24 @@ def models_bootstrap(apps: tuple[str, ...]) -> None:
 
 @main.command()
 def redis() -> None:
-    """Run the embedded Redis in the foreground (what `braid up` starts)."""
+    """Run the embedded Redis in the foreground (what `braid up` starts), its log lines
+    prefixed like every other process's."""
+    import signal
+    import subprocess
+
     from app._redis_server import redis_command
 
     settings = Settings()
     command = redis_command(settings.embedded_redis_port, settings.state_dir / "redis")
-    os.execv(command[0], command)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _: server.send_signal(number))
+    prefix = f"{'redis':<22}| ".encode()
+    assert server.stdout is not None
+    for line in server.stdout:
+        sys.stdout.buffer.write(prefix + line)
+        sys.stdout.buffer.flush()
+    raise SystemExit(server.wait())
 
 
 URL = click.option("--url", default=None, help="The API (default http://BRAID_API_HOST:PORT).")

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from api.deps import Braid
 from api.hub import expire
-from app import BrokerUnavailable, JobNotFound, JobState, _codec
+from app import BrokerUnavailable, InvalidInput, JobNotFound, JobState, _codec
 from app._canvas import build, new_job
 from app._pipeline import Pipeline
 from app._types import to_rest
@@ -41,7 +41,11 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
     texts: dict[str, str] = {}
     blobs: dict[str, str] = {}
     for name, value in body:
-        texts[name], blob = _codec.pack(value, braid.settings.blob_threshold)
+        try:
+            texts[name], blob = _codec.pack(value, braid.settings.blob_threshold)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"invalid request: {name}: {exc}",
+                               errors=[{"field": name, "message": str(exc)}]) from None
         if blob is not None:
             blobs[blob[0]] = blob[1]
     deadline = pipeline.derived_deadline(braid.settings.time_limit_grace_s,

@@ -98,7 +98,8 @@ def decode(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Strict JSON: NaN and infinities are refused (no JSON reader could take them back)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:

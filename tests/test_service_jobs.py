@@ -174,3 +174,15 @@ def _port() -> int:
     from tests.harness import free_port
 
     return free_port()
+
+
+def test_values_the_wire_cannot_carry_are_422_or_a_failed_job_never_a_500(
+        http: httpx.Client) -> None:
+    reserved = http.post("/v1/services/echo/echo/jobs", json={"value": {"__braid__": "x"}})
+    assert reserved.status_code == 422 and reserved.json()["errors"][0]["field"] == "value"
+    nan = http.post("/v1/services/echo/echo/jobs", content=b'{"value": NaN}',
+                    headers={"content-type": "application/json"})
+    assert nan.status_code == 422 and "not JSON compliant" in nan.json()["detail"]
+    returned = run(http, "/v1/services/echo/not_a_number/jobs", {})
+    assert returned["state"] == "failed" and returned["error"]["type"] == "ValueError"
+    assert "not JSON compliant" in returned["error"]["message"]

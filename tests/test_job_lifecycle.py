@@ -8,7 +8,7 @@ import time
 import httpx
 
 from tests.harness import System, wait_for
-from tests.jobs_helpers import marks, run, submit, wait
+from tests.jobs_helpers import drained, marks, run, submit, wait
 
 
 def test_failure_inside_a_join_fails_the_job_and_the_join_never_runs(
@@ -18,7 +18,7 @@ def test_failure_inside_a_join_fails_the_job_and_the_join_never_runs(
     assert view["state"] == "failed"
     assert view["error"] == {"step": "calc.fail_if", "type": "RuntimeError",
                              "message": "element 1 is bad"}
-    time.sleep(1)
+    drained(http, "calc")
     assert marks(system.redis(), "join-after-fail") == before
     assert view["steps"]["calc.collect"]["state"] == "queued"
 
@@ -30,7 +30,7 @@ def test_failure_inside_a_map_fails_the_job_and_the_collect_never_runs(
     assert view["state"] == "failed"
     assert view["error"]["step"] == "calc.fail_if[2]"
     assert view["error"]["message"] == "element 2 is bad"
-    time.sleep(1)
+    drained(http, "calc", "braid")
     assert marks(system.redis(), "map-after-fail") == before
 
 
@@ -41,7 +41,7 @@ def test_failure_in_a_chain_before_a_parallel_step_fails_the_job_and_nothing_aft
     view = run(http, "/v1/pipelines/fail-before-parallel/jobs",
                {"x": 4, "key1": "fbp-1", "key2": "fbp-2"})
     assert view["state"] == "failed" and view["error"]["step"] == "calc.fail_if"
-    time.sleep(1)
+    drained(http, "calc")
     assert (marks(r, "fbp-1"), marks(r, "fbp-2")) == before
 
 
@@ -58,7 +58,7 @@ def test_cancel_while_step_2_runs_stops_steps_3_and_4(system: System, http: http
     assert view["state"] == "cancelled"
     wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["slow.sleep-2"]["state"]
              == "cancelled", 10, "step 2 to be stopped")
-    time.sleep(2.5)
+    drained(http, "slow", "calc")
     assert marks(r, "cancel-a") == before
     assert http.delete(f"/v1/jobs/{job}").status_code == 409
 
@@ -79,8 +79,7 @@ def test_cancel_survives_a_restart_of_every_worker(system: System, http: httpx.C
         for service in ["braid", "echo", "slow", "calc"]:
             system.start_worker(service)
         system.wait_workers(["braid", "echo", "slow", "calc"])
-    wait_for(lambda: r.llen("calc") == 0, 20, "step 3 to be consumed")
-    time.sleep(1)
+    drained(http, "calc")
     assert marks(r, "cancel-b") == before
     assert http.get(f"/v1/jobs/{job}").json()["state"] == "cancelled"
 

@@ -85,8 +85,7 @@ def test_sigterm_finishes_the_running_step_and_queued_work_moves_on(
         queued = [submit(http, "/v1/services/patient/wait/jobs", {"seconds": 0.2, "key": "after"})
                   for _ in range(3)]
         views = [wait(http, job) for job in queued]
-        assert {v["steps"]["wait"]["worker"] for v in views} == {
-            n for n in {v["steps"]["wait"]["worker"] for v in views} if n != node}
+        assert node not in {v["steps"]["wait"]["worker"] for v in views}
         assert proc.wait(30) == 0
         done = wait(http, long)
         assert done["state"] == "succeeded"

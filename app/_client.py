@@ -54,6 +54,21 @@ def _result(view: dict[str, Any]) -> Any:
                     view["state"], error)
 
 
+class _LongPoll:
+    """Successive ``GET /v1/jobs/{id}?wait=`` windows until the job ends or ``timeout``."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def next(self) -> dict[str, Any]:
+        left = _LONG_POLL if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        window = min(left, _LONG_POLL)
+        return {"params": {"wait": window}, "timeout": window + 30}
+
+    def over(self, view: dict[str, Any]) -> bool:
+        return _final(view) or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+
 class _Sse:
     """Server-sent events, one line at a time."""
 
@@ -88,13 +103,10 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the job ends (or ``timeout`` seconds pass); returns its record."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = _LongPoll(timeout)
         while True:
-            left = _LONG_POLL if deadline is None else max(0.0, deadline - time.monotonic())
-            view = _check(self.client.http.get(f"/v1/jobs/{self.id}",
-                                               params={"wait": min(left, _LONG_POLL)},
-                                               timeout=min(left, _LONG_POLL) + 30))
-            if _final(view) or (deadline is not None and time.monotonic() >= deadline):
+            view = _check(self.client.http.get(f"/v1/jobs/{self.id}", **poll.next()))
+            if poll.over(view):
                 return view
 
     def result(self, timeout: float | None = None) -> Any:
@@ -163,13 +175,10 @@ class AsyncJob:
         return _check(await self.client.http.get(f"/v1/jobs/{self.id}"))
 
     async def wait(self, timeout: float | None = None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = _LongPoll(timeout)
         while True:
-            left = _LONG_POLL if deadline is None else max(0.0, deadline - time.monotonic())
-            view = _check(await self.client.http.get(f"/v1/jobs/{self.id}",
-                                                     params={"wait": min(left, _LONG_POLL)},
-                                                     timeout=min(left, _LONG_POLL) + 30))
-            if _final(view) or (deadline is not None and time.monotonic() >= deadline):
+            view = _check(await self.client.http.get(f"/v1/jobs/{self.id}", **poll.next()))
+            if poll.over(view):
                 return view
 
     async def result(self, timeout: float | None = None) -> Any:

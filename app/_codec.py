@@ -13,7 +13,8 @@ import json
 import uuid
 from typing import Any, Protocol
 
-__all__ = ["BlobStore", "decode", "dumps", "encode", "is_ref", "load_wire", "loads", "pack", "pack_text"]
+__all__ = ["BlobStore", "decode", "dumps", "encode", "is_ref", "is_ref_text", "load_wire", "loads",
+           "pack", "pack_text"]
 
 TAG = "__braid__"
 
@@ -112,6 +113,9 @@ def pack(value: Any, threshold: int) -> tuple[str, tuple[str, str] | None]:
     return pack_text(dumps(encode(value)), threshold)
 
 
+_REF_PREFIX = dumps({TAG: "ref"})[:-1].encode()
+
+
 def pack_text(text: str, threshold: int) -> tuple[str, tuple[str, str] | None]:
     """:func:`pack` for text that is already wire JSON."""
     if len(text) <= threshold:
@@ -122,6 +126,12 @@ def pack_text(text: str, threshold: int) -> tuple[str, tuple[str, str] | None]:
 
 def is_ref(raw: Any) -> bool:
     return isinstance(raw, dict) and raw.get(TAG) == "ref"
+
+
+def is_ref_text(text: bytes) -> bool:
+    """Whether packed wire text is a reference, without parsing it (``pack_text`` writes
+    references exactly this way)."""
+    return text.startswith(_REF_PREFIX)
 
 
 def load_wire(text: str | bytes, blobs: BlobStore) -> Any:

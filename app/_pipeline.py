@@ -423,7 +423,6 @@ class Pipeline:
     nodes: Mapping[str, Node]
     tree: Tree
     output: Any
-    output_type: Any
     deadline_s: float | None
 
     @property
@@ -499,7 +498,7 @@ def _build(name: str, func: Callable[..., Any], deadline: float | None) -> Pipel
         **fields,
     )
     return Pipeline(name, func, model, MappingProxyType(dict(trace.nodes)),
-                    decompose(name, trace.nodes), output, _type_of(result), deadline)
+                    decompose(name, trace.nodes), output, deadline)
 
 
 def pipeline(
@@ -526,5 +525,4 @@ def single_api_pipeline(spec: ApiSpec, svc: ServiceSpec) -> Pipeline:
     """The one-step pipeline behind ``POST /v1/services/{service}/{api}/jobs``."""
     node = Node(spec.name, spec, svc, {p.name: {"$r": f"i:{p.name}"} for p in spec.params})
     return Pipeline(f"{svc.name}.{spec.name}", spec.func, spec.input_model,
-                    MappingProxyType({node.id: node}), node.id, {"$r": f"o:{node.id}"},
-                    spec.output, None)
+                    MappingProxyType({node.id: node}), node.id, {"$r": f"o:{node.id}"}, None)

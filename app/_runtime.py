@@ -355,7 +355,7 @@ def _run_collect(task: Task, job: str, step: str, call: Mapping[str, Any]) -> No
     values = ctx.recorder.values(job, [f"o:{step}[{i}]" for i in range(call["n"])])
     if any(v is None for v in values):
         raise Ignore()
-    parts = [_codec.dumps(_codec.load_wire(v, ctx.recorder.client)) if v.startswith(b'{"__braid__":"ref"')
+    parts = [_codec.dumps(_codec.load_wire(v, ctx.recorder.client)) if _codec.is_ref_text(v)
              else v.decode() for v in values if v is not None]
     packed, blob = _codec.pack_text("[" + ",".join(parts) + "]", ctx.settings.blob_threshold)
     if blob is not None:

@@ -52,3 +52,9 @@ def test_values_above_threshold_become_references() -> None:
 def test_unsendable_values_say_what_to_send() -> None:
     with pytest.raises(TypeError, match="return JSON types, pydantic models, numpy arrays"):
         _codec.encode(object())
+
+
+def test_references_are_recognised_without_parsing() -> None:
+    ref, _ = _codec.pack("x" * 1000, threshold=100)
+    assert _codec.is_ref_text(ref.encode())
+    assert not _codec.is_ref_text(_codec.pack({"k": "v"}, threshold=100)[0].encode())

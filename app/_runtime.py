@@ -35,7 +35,7 @@ from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 
-__all__ = ["ALIVE", "StepContext", "StepFailed", "device", "live_processes", "register",
+__all__ = ["ALIVE", "NODE_ENV", "StepContext", "StepFailed", "device", "live_processes", "register",
            "select_device"]
 
 _LIVE = "braid:processes"
@@ -58,20 +58,31 @@ class StepContext(logging.Filter):
 ALIVE = "braid:alive"
 
 
+NODE_ENV = "BRAID_NODE"
+"""The worker's node name, set by ``braid worker`` for its pool processes."""
+
+
+def _node(service: str) -> str:
+    return os.environ.get(NODE_ENV) or f"{service}@{socket.gethostname()}"
+
+
 def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Event) -> None:
-    """Say every few seconds that ``node`` serves ``service``; /readyz and the metrics count
-    live workers from this, without asking Celery."""
+    """Say every few seconds that ``node`` still serves ``service``; /readyz and the metrics
+    count live workers from this, without asking Celery. Only refreshes: a node becomes live
+    when a pool process has loaded its model (``_load_model``), not when Celery is up."""
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
     key = f"{ALIVE}:{service}"
     while True:
         try:
-            client.zadd(key, {node: time.time()})
+            client.zadd(key, {node: time.time()}, xx=True)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
         if stop.wait(settings.heartbeat_s):
             with contextlib.suppress(redis.RedisError):
                 client.zrem(key, node)
             return
+
+
 _MESSAGE_LIMIT = 2000
 
 
@@ -129,7 +140,8 @@ def _die_with_parent() -> None:
 
 
 def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> None:
-    """Build the service instance in this pool process."""
+    """Build the service instance in this pool process; only then is its worker live (the
+    heartbeat of the worker's main process refreshes what this adds)."""
     _die_with_parent()
     ctx = _process(settings)
     if svc.resources.gpu > 0:
@@ -137,8 +149,14 @@ def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> Non
         if ctx.device == "cpu" and process_index == 0:
             log.warning("service %r asks for gpu=%d but this machine has no CUDA device; "
                         "running on CPU", svc.name, svc.resources.gpu)
-    if svc is CORE:
-        return
+    if svc is not CORE:
+        _build(ctx, svc, settings)
+    ctx.recorder.client.zadd(f"{ALIVE}:{svc.name}", {_node(svc.name): time.time()})
+    log.info("service %r loaded on %s", svc.name, ctx.device)
+
+
+def _build(ctx: _Process, svc: ServiceSpec, settings: Settings) -> None:
+    """Load the model; a failure stops the whole worker, saying why."""
     try:
         ctx.instance = svc.cls()
     except Exception:
@@ -150,7 +168,6 @@ def _load_model(svc: ServiceSpec, settings: Settings, process_index: int) -> Non
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(settings.torch_threads)
     _announce(ctx, svc)
-    log.info("service %r loaded on %s", svc.name, ctx.device)
 
 
 def _announce(ctx: _Process, svc: ServiceSpec) -> None:
@@ -402,7 +419,7 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings) -> None:
     beat: list[threading.Thread] = []
 
     def ready(sender: Any = None, **_: Any) -> None:
-        node = getattr(sender, "hostname", None) or f"{svc.name}@{socket.gethostname()}"
+        node = getattr(sender, "hostname", None) or _node(svc.name)
         thread = threading.Thread(target=_heartbeat, args=(settings, svc.name, node, stop),
                                   name="braid-heartbeat", daemon=True)
         thread.start()

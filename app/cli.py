@@ -70,8 +70,13 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     registry = load(settings.apps)
     svc = registry.service(service)
     _check_models(svc.models)
+    import socket
+
+    from app._runtime import NODE_ENV
+
     number = os.getpid() if index is None else index
-    name = f"{svc.name}@%h-{number}"
+    name = f"{svc.name}@{socket.gethostname()}-{number}"
+    os.environ[NODE_ENV] = name
     setup_logging(f"worker:{svc.name}-{number}", settings.log_level, settings.log_json)
     if autoscale and (svc.resources.gpu or not all(p.isdigit() for p in autoscale.split(","))):
         raise click.BadParameter("write MAX,MIN (numbers), for CPU services only",

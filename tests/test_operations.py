@@ -8,7 +8,7 @@ import signal
 import httpx
 
 from tests.harness import System, wait_for
-from tests.jobs_helpers import marks, submit, wait
+from tests.jobs_helpers import marks, run, submit, wait
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -94,3 +94,21 @@ def test_sigterm_finishes_the_running_step_and_queued_work_moves_on(
     finally:
         system.stop(first)
         system.stop(second)
+
+
+def test_a_worker_is_live_only_once_its_model_is_loaded(system: System,
+                                                         http: httpx.Client) -> None:
+    def live() -> int:
+        services = http.get("/v1/services").json()["services"]
+        return int(next(s for s in services if s["name"] == "slow-start")["live_workers"])
+
+    name = system.start_worker("slow-start")
+    try:
+        system.wait_workers(["slow-start"])
+        assert live() == 0, "the worker answers Celery, but its model is still loading"
+        assert "slow-start" in http.get("/readyz").json()["services_without_workers"]
+        wait_for(lambda: live() == 1, 30, "the model to load")
+        assert run(http, "/v1/services/slow-start/ok/jobs", {})["result"] is True
+    finally:
+        system.stop(name)
+    assert live() == 0

@@ -127,3 +127,15 @@ class Patient:
         time.sleep(seconds)
         mark(f"{key}:end")
         return seconds
+
+
+@service(timeout=10)
+class SlowStart:
+    """Takes seconds to load its model (no worker unless a test starts one)."""
+
+    def __init__(self) -> None:
+        time.sleep(4)
+
+    @api
+    def ok(self) -> bool:
+        return True

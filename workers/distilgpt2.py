@@ -11,7 +11,8 @@ class DistilGPT2(_Generator):
     tag = "distilgpt2"
 
     @api
-    def generate(self, sentence: str, max_length: int = 24,
-                 num_return_sequences: int = 2) -> list[str]:
-        """``num_return_sequences`` continuations of ``sentence``."""
-        return self._generate(sentence, max_length, num_return_sequences)
+    def generate(self, sentence: str, max_new_tokens: int = 16,
+                 num_return_sequences: int = 1) -> list[str]:
+        """``num_return_sequences`` continuations of ``sentence`` (greedy for one), each
+        ``max_new_tokens`` tokens longer."""
+        return self._generate(sentence, max_new_tokens, num_return_sequences)

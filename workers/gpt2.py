@@ -16,8 +16,10 @@ class _Generator:
         self.pipe = pipeline("text-generation", model=str(models.get(self.tag).path),
                              device=device())
 
-    def _generate(self, sentence: str, max_length: int, num_return_sequences: int) -> list[str]:
-        outputs = self.pipe(sentence, max_length=max_length, do_sample=True,
+    def _generate(self, sentence: str, max_new_tokens: int, num_return_sequences: int) -> list[str]:
+        # greedy unless several sequences are asked for (greedy would repeat one of them)
+        outputs = self.pipe(sentence, max_new_tokens=max_new_tokens,
+                            do_sample=num_return_sequences > 1,
                             num_return_sequences=num_return_sequences)
         return [str(o["generated_text"]) for o in outputs]
 
@@ -27,7 +29,8 @@ class GPT2(_Generator):
     tag = "gpt2"
 
     @api
-    def generate(self, sentence: str, max_length: int = 24,
-                 num_return_sequences: int = 2) -> list[str]:
-        """``num_return_sequences`` continuations of ``sentence``."""
-        return self._generate(sentence, max_length, num_return_sequences)
+    def generate(self, sentence: str, max_new_tokens: int = 16,
+                 num_return_sequences: int = 1) -> list[str]:
+        """``num_return_sequences`` continuations of ``sentence`` (greedy for one), each
+        ``max_new_tokens`` tokens longer."""
+        return self._generate(sentence, max_new_tokens, num_return_sequences)

@@ -15,7 +15,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from app import JobState
-from app._jobs import EVENTS, JobStore
+from app._jobs import JobStore
+from app._protocol import EVENTS
 
 __all__ = ["Hub"]
 

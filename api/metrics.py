@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from app._jobs import job_key
+from app._protocol import JobField, job_key
 from app._queues import QueueStats
 
 __all__ = ["Metrics"]
@@ -49,7 +49,7 @@ class Metrics:
         """Count one job event (called for every event on the stream)."""
         if event.get("final"):
             pipeline, created, finished = await client.hmget(
-                job_key(event["job"]), ["pipeline", "created_at", "finished_at"])
+                job_key(event["job"]), [JobField.pipeline, JobField.created_at, JobField.finished_at])
             if pipeline is None:
                 return
             name = pipeline.decode()

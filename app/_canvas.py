@@ -1,39 +1,64 @@
 """From a declared pipeline to the Celery canvas of one job.
 
 Sequences become chains, parallel groups become groups (a group followed by a step is a
-chord), maps become the built-in ``braid.map`` task that replaces itself at run time with a
-chord over the list. Every signature is immutable: values travel through the job's data
-hash in Redis, never through Celery results, so the broker only carries references.
+chord), maps become chords built at run time over the list: by the step that produced the
+list, as it finishes (so a map costs no task of its own), or else by the built-in
+``braid.map`` task. Every signature is immutable: values travel through the job's data hash
+in Redis, never through Celery results, so the broker only carries references.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from celery import Celery, chain, group
 from celery.canvas import Signature
 
 from app._jobs import NewJob
 from app._pipeline import Node, Parallel, Pipeline, Series, Tree
+from app._protocol import StepCall, StepField, input_ref, output_ref, ref_spec, step_field
 from app._registry import CORE
 
 __all__ = ["build", "new_job"]
 
 
-def _call(pipeline: Pipeline, node: Node) -> dict[str, Any]:
+def _call(pipeline: Pipeline, node: Node) -> StepCall:
     sink = node.id in pipeline.sinks
-    return {"a": node.args, "s": sink, "w": sink and pipeline.output == {"$r": f"o:{node.id}"},
-            "q": [f"{d}|finished_at" for d in sorted(node.deps)]}
+    call = StepCall(args=node.args, sink=sink,
+                    whole=sink and pipeline.output == ref_spec(output_ref(node.id)),
+                    ready_after=tuple(step_field(d, StepField.finished_at)
+                                      for d in sorted(node.deps)))
+    if node.over is None:
+        return call
+    return StepCall(args=call.args, sink=call.sink, whole=call.whole,
+                    ready_after=call.ready_after, over=node.over.ref,
+                    task=node.api.task_name, queue=node.service.queue)
 
 
-def _leaf(celery: Celery, pipeline: Pipeline, job: str, node: Node) -> Signature:
+def _signature(celery: Celery, name: str, queue: str, job: str, step: str,
+               call: StepCall) -> Signature:
+    return celery.signature(name, args=(job, step, call.to_wire()), queue=queue,
+                            immutable=True, ignore_result=True)
+
+
+def _leaf(celery: Celery, pipeline: Pipeline, job: str, node: Node,
+          expands: Node | None = None) -> Signature:
     call = _call(pipeline, node)
     if node.over is not None:
-        call.update(over={"$r": node.over.ref}, task=node.api.task_name, queue=node.service.queue)
-        return celery.signature("braid.map", args=(job, node.id, call), queue=CORE.queue,
-                                immutable=True, ignore_result=True)
-    return celery.signature(node.api.task_name, args=(job, node.id, call),
-                            queue=node.service.queue, immutable=True, ignore_result=True)
+        return _signature(celery, "braid.map", CORE.queue, job, node.id, call)
+    if expands is not None:
+        call = StepCall(args=call.args, sink=call.sink, whole=call.whole,
+                        ready_after=call.ready_after,
+                        expands=(expands.id, _call(pipeline, expands)))
+    return _signature(celery, node.api.task_name, node.service.queue, job, node.id, call)
+
+
+def _expanded_by(pipeline: Pipeline, producer: Tree, following: Tree | None) -> Node | None:
+    """The map that comes right after ``producer`` in a chain and maps over its output."""
+    if not isinstance(producer, str) or not isinstance(following, str):
+        return None
+    node = pipeline.nodes[following]
+    if node.over is not None and node.over.ref == output_ref(producer):
+        return node
+    return None
 
 
 def build(celery: Celery, pipeline: Pipeline, job: str) -> Signature:
@@ -42,11 +67,24 @@ def build(celery: Celery, pipeline: Pipeline, job: str) -> Signature:
     def walk(tree: Tree) -> Signature:
         if isinstance(tree, str):
             return _leaf(celery, pipeline, job, pipeline.nodes[tree])
-        parts = [walk(p) for p in tree.parts]
-        if isinstance(tree, Series):
-            return chain(*parts)
-        assert isinstance(tree, Parallel)
-        return group(*parts)
+        if isinstance(tree, Parallel):
+            return group(*(walk(p) for p in tree.parts))
+        assert isinstance(tree, Series)
+        parts: list[Signature] = []
+        skip = False
+        for i, part in enumerate(tree.parts):
+            if skip:
+                skip = False
+                continue
+            following = tree.parts[i + 1] if i + 1 < len(tree.parts) else None
+            mapped = _expanded_by(pipeline, part, following)
+            if mapped is not None:
+                assert isinstance(part, str)
+                parts.append(_leaf(celery, pipeline, job, pipeline.nodes[part], mapped))
+                skip = True
+            else:
+                parts.append(walk(part))
+        return parts[0] if len(parts) == 1 else chain(*parts)
 
     return walk(pipeline.tree)
 
@@ -54,12 +92,13 @@ def build(celery: Celery, pipeline: Pipeline, job: str) -> Signature:
 def new_job(pipeline: Pipeline, inputs: dict[str, str], deadline_s: float) -> NewJob:
     """The records the API writes for a new job of ``pipeline``."""
     steps = {
-        n.id: {"service": n.service.name, "api": n.api.name, "kind": "map" if n.is_map else "step"}
+        n.id: {StepField.service.value: n.service.name, StepField.api.value: n.api.name,
+               StepField.kind.value: "map" if n.is_map else "step"}
         for n in pipeline.nodes.values()
     }
     return NewJob(
         pipeline=pipeline.name,
-        inputs={f"i:{k}": v for k, v in inputs.items()},
+        inputs={input_ref(k): v for k, v in inputs.items()},
         steps=steps,
         total=sum(1 for n in pipeline.nodes.values() if not n.is_map),
         sinks=len(pipeline.sinks),

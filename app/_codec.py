@@ -13,6 +13,8 @@ import json
 import uuid
 from typing import Any, Protocol
 
+from app._protocol import blob_key
+
 __all__ = ["BlobStore", "decode", "dumps", "encode", "is_ref", "is_ref_text", "load_wire", "loads",
            "pack", "pack_text"]
 
@@ -120,7 +122,7 @@ def pack_text(text: str, threshold: int) -> tuple[str, tuple[str, str] | None]:
     """:func:`pack` for text that is already wire JSON."""
     if len(text) <= threshold:
         return text, None
-    key = f"braid:blob:{uuid.uuid4().hex}"
+    key = blob_key(uuid.uuid4().hex)
     return dumps({TAG: "ref", "key": key, "size": len(text)}), (key, text)
 
 

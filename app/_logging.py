@@ -13,6 +13,17 @@ __all__ = ["setup_logging"]
 _CONTEXT = ("job", "step", "service", "task_id")
 
 
+class StepContext(logging.Filter):
+    """Adds the running step's job, step, service and task_id to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from app._hooks import LOG_CONTEXT
+
+        for key, value in (LOG_CONTEXT.get() or {}).items():
+            setattr(record, key, value)
+        return True
+
+
 class _Json(logging.Formatter):
     def __init__(self, process: str) -> None:
         super().__init__()
@@ -34,8 +45,6 @@ class _Json(logging.Formatter):
 def setup_logging(process: str, level: str = "INFO", as_json: bool = False) -> None:
     """Send every log record of this process to stderr, prefixed with ``process``."""
     handler = logging.StreamHandler(sys.stderr)
-    from app._runtime import StepContext
-
     handler.addFilter(StepContext())
     handler.setFormatter(_Json(process) if as_json else logging.Formatter(
         f"{process:<22}| %(asctime)s %(levelname)-7s %(name)s: %(message)s"))

@@ -29,6 +29,16 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 
 from app import _codec
 from app._errors import DeclarationError
+from app._protocol import (
+    ITEM,
+    const_spec,
+    dict_spec,
+    input_ref,
+    is_const,
+    list_spec,
+    output_ref,
+    ref_spec,
+)
 from app._service import ApiSpec, ServiceSpec, api_spec, kebab
 from app._types import rest_annotation
 
@@ -68,7 +78,7 @@ class Value(Generic[T]):
 
     @property
     def ref(self) -> str:
-        return f"o:{self._origin.id}" if isinstance(self._origin, Node) else f"i:{self._origin}"
+        return output_ref(self._origin.id) if isinstance(self._origin, Node) else input_ref(self._origin)
 
     @property
     def label(self) -> str:
@@ -232,15 +242,12 @@ def _values_in(arg: Any) -> list[Value[Any]]:
 def _spec(arg: Any) -> Any:
     """The JSON form of an argument: references to stored values, or constants."""
     if isinstance(arg, Value):
-        return {"$r": arg.ref}
+        return ref_spec(arg.ref)
     if isinstance(arg, list | tuple) and _values_in(arg):
-        return {"$l": [_spec(a) for a in arg]}
+        return list_spec([_spec(a) for a in arg])
     if isinstance(arg, dict) and _values_in(arg):
-        return {"$d": {k: _spec(v) for k, v in arg.items()}}
-    return {"$c": _codec.encode(arg)}
-
-
-ITEM = {"$item": True}
+        return dict_spec({k: _spec(v) for k, v in arg.items()})
+    return const_spec(_codec.encode(arg))
 
 
 def _check_args(trace: _Trace, node_label: str, api: ApiSpec, bound: dict[str, Any],
@@ -305,7 +312,8 @@ def step(api: Callable[..., R], /, *args: Any, **kwargs: Any) -> Value[R]:
     return Value(node, spec.output)
 
 
-def each(api: Callable[..., R], items: Value[Any], /, *args: Any, **kwargs: Any) -> Value[list[R]]:
+def each(api: Callable[..., R], items: Value[Any] | Sequence[Any], /, *args: Any,
+         **kwargs: Any) -> Value[list[R]]:
     """Map a service API over a list produced at run time: one call per element, results in
     order. The element is the API's first argument; ``args``/``kwargs`` are the rest."""
     trace = _current()
@@ -491,7 +499,7 @@ def _build(name: str, func: Callable[..., Any], deadline: float | None) -> Pipel
     if not trace.nodes:
         raise DeclarationError(f"pipeline {name!r} calls no step; use step(Service.api, ...)")
     output = _spec(result)
-    if "$c" in output:
+    if is_const(output):
         raise DeclarationError(f"pipeline {name!r} must return a step's output (a Value)")
     model = create_model(
         f"{name}_input", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
@@ -523,6 +531,6 @@ def pipeline(
 
 def single_api_pipeline(spec: ApiSpec, svc: ServiceSpec) -> Pipeline:
     """The one-step pipeline behind ``POST /v1/services/{service}/{api}/jobs``."""
-    node = Node(spec.name, spec, svc, {p.name: {"$r": f"i:{p.name}"} for p in spec.params})
+    node = Node(spec.name, spec, svc, {p.name: ref_spec(input_ref(p.name)) for p in spec.params})
     return Pipeline(f"{svc.name}.{spec.name}", spec.func, spec.input_model,
-                    MappingProxyType({node.id: node}), node.id, {"$r": f"o:{node.id}"}, None)
+                    MappingProxyType({node.id: node}), node.id, ref_spec(output_ref(node.id)), None)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from app._protocol import alive_key
 from app._service import ServiceSpec
 
 __all__ = ["QueueStats", "queue_stats"]
@@ -36,13 +37,11 @@ class QueueStats:
 async def queue_stats(client: aioredis.Redis, specs: Sequence[ServiceSpec],
                       alive_within_s: float) -> dict[str, QueueStats]:
     """Per service name, its queue's stats now (one round trip plus the unacked scan)."""
-    from app._runtime import ALIVE
-
     since = time.time() - alive_within_s
     async with client.pipeline(transaction=False) as pipe:
         for spec in specs:
             pipe.llen(spec.queue)
-            pipe.zcount(f"{ALIVE}:{spec.name}", since, "+inf")
+            pipe.zcount(alive_key(spec.name), since, "+inf")
         pipe.hvals(UNACKED)
         replies = await pipe.execute()
     reserved: dict[str, int] = {}

@@ -108,11 +108,17 @@ class Settings(BaseSettings):
         default=None, description="Caps every service's pool size (small machines, tests)."
     )
     task_events: bool = Field(
-        default=True, description="Workers publish task events (what Flower shows); each "
-        "event is one more Redis publish per task."
+        default=False, description="Workers publish Celery task events, so Flower shows "
+        "tasks (not only workers, queues and pools); each costs the worker three Redis "
+        "publishes per step and Flower their processing. Braid's own job records and events "
+        "do not need them."
     )
     flower: bool = Field(default=True, description="`braid up` starts Flower.")
     log_json: bool = False
+    log_steps: bool = Field(
+        default=False, description="Workers log a line as each step starts and ends (at "
+        "DEBUG otherwise): two lines per step, each costing the worker and the supervisor CPU."
+    )
     log_level: str = "INFO"
     bench: bool = Field(default=False, description="Also serve the no-op bench services.")
 

@@ -60,7 +60,9 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
            autoscale: str | None) -> None:
     """Run a worker that consumes only SERVICE's queue; start more anywhere (same
     BRAID_REDIS_URL) to add throughput."""
-    from app._celery import create_celery
+    import logging
+
+    from app._celery import create_celery, visibility_timeout
     from app._logging import setup_logging
     from app._registry import load
     from app._runtime import register
@@ -84,17 +86,25 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     size = concurrency or (max(1, svc.resources.gpu) if svc.resources.gpu else svc.concurrency)
     if settings.max_concurrency:
         size = min(size, settings.max_concurrency)
+    # one process at a time: run steps in the worker itself, without prefork's pipe hop
+    solo = size == 1 and not autoscale
     celery = create_celery(settings, registry.all_services)
-    register(celery, svc, settings)
+    register(celery, svc, settings, solo, int(visibility_timeout(settings, registry.all_services)))
     from celery.signals import setup_logging as celery_logging
 
     celery_logging.connect(lambda **_: None, weak=False)
-    argv = ["worker", "-Q", svc.queue, "-n", name, "-P", "prefork",
+    if settings.log_level.upper() != "DEBUG":
+        # Celery's "Task ... received/succeeded" lines: two per step, each relayed by the
+        # supervisor; steps are logged (at DEBUG) by Braid's own hooks instead
+        for logger in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
+    argv = ["worker", "-Q", svc.queue, "-n", name, "-P", "solo" if solo else "prefork",
             "-l", settings.log_level, "--without-mingle", "--without-gossip"]
-    argv += [f"--autoscale={autoscale}"] if autoscale else ["-c", str(size)]
+    if not solo:
+        argv += [f"--autoscale={autoscale}"] if autoscale else ["-c", str(size)]
     if settings.task_events:
         argv.append("-E")
-    if svc.resources.memory_bytes:
+    if svc.resources.memory_bytes and not solo:
         argv += ["--max-memory-per-child", str(svc.resources.memory_bytes // 1024)]
     celery.worker_main(argv)
 
@@ -109,13 +119,13 @@ def ping(apps: tuple[str, ...], service: str) -> None:
 
     import redis as redis_client
 
-    from app._runtime import ALIVE
+    from app._protocol import alive_key
 
     settings = _settings(apps)
     client = redis_client.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
     since = time.time() - 3 * settings.heartbeat_s
     nodes = [n.decode() if isinstance(n, bytes) else str(n)
-             for n in client.zrangebyscore(f"{ALIVE}:{service}", since, "+inf")]
+             for n in client.zrangebyscore(alive_key(service), since, "+inf")]
     mine = [n for n in nodes if n.startswith(f"{service}@{socket.gethostname()}-")]
     if not mine:
         raise SystemExit(f"no live worker of {service!r} on this host")

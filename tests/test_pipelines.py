@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.harness import System
-from tests.jobs_helpers import marks, run
+from tests.jobs_helpers import drained, marks, run
 
 
 def test_chain_across_three_queues_returns_the_right_value(http: httpx.Client) -> None:
@@ -38,6 +38,43 @@ def test_map_produces_one_result_per_element_in_order_and_collects_once(
     assert marks(system.redis(), key) == before + 1
     assert view["steps"]["calc.double"]["size"] == n
     assert view["progress"] == {"done": 2 + n, "total": 2 + n}
+
+
+@pytest.mark.parametrize("xs", [[], [4], [1, 2, 3]])
+def test_map_over_a_pipeline_input(http: httpx.Client, xs: list[int]) -> None:
+    view = run(http, "/v1/pipelines/map-input/jobs", {"xs": xs})
+    assert view["state"] == "succeeded" and view["result"] == [2 * x for x in xs]
+    assert view["steps"]["calc.double"]["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_map_that_ends_the_pipeline_is_its_result(http: httpx.Client, n: int) -> None:
+    view = run(http, "/v1/pipelines/map-last/jobs", {"n": n})
+    assert view["state"] == "succeeded" and view["result"] == [2 * i for i in range(n)]
+    assert view["steps"]["calc.double"]["size"] == n
+
+
+@pytest.mark.parametrize("n", [0, 2])
+def test_the_list_and_the_map_over_it_both_in_the_result(http: httpx.Client, n: int) -> None:
+    view = run(http, "/v1/pipelines/map-and-list/jobs", {"n": n})
+    assert view["result"] == {"items": list(range(n)), "doubled": [2 * i for i in range(n)]}
+
+
+def test_glue_step_joins_parallel_outputs(http: httpx.Client) -> None:
+    view = run(http, "/v1/pipelines/glue-raises/jobs", {"x": 1, "y": 2, "key": "glue-ok"})
+    assert view["result"] == [2, 4]
+
+
+def test_glue_step_that_raises_fails_the_job_and_nothing_after_it_runs(
+        system: System, http: httpx.Client) -> None:
+    before = marks(system.redis(), "glue-raises")
+    view = run(http, "/v1/pipelines/glue-raises/jobs", {"x": 3, "y": 3, "key": "glue-raises"})
+    assert view["state"] == "failed"
+    assert view["error"] == {"step": "calc.pair", "type": "ValueError",
+                             "message": "cannot pair 6 with itself"}
+    assert view["steps"]["calc.collect"]["state"] == "queued"
+    drained(http, "calc")
+    assert marks(system.redis(), "glue-raises") == before
 
 
 def test_graph_of_parallel_then_map_then_collect(system: System, http: httpx.Client) -> None:

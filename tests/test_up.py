@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,9 +24,9 @@ import time
 from app import Value, api, pipeline, service, step
 
 
-@service(timeout=4)
+@service(timeout=4, concurrency=2)
 class Outside:
-    """A service written outside the Braid repository."""
+    """A service written outside the Braid repository (two processes each: prefork)."""
 
     def __init__(self) -> None:
         pass
@@ -48,6 +49,11 @@ class Shouter:
     @api
     def shout(self, text: str) -> str:
         return text.upper() + "!"
+
+    @api
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
 
 
 @pipeline(name="greet")
@@ -133,6 +139,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         "BRAID_API_PORT": str(free_port()), "BRAID_FLOWER_PORT": str(free_port()),
         "BRAID_FLOWER_PASSWORD": "flower-secret", "BRAID_VISIBILITY_MARGIN_S": "2",
         "BRAID_RESTORE_INTERVAL_S": "1", "BRAID_TIME_LIMIT_GRACE_S": "1", "BRAID_LOG_JSON": "1",
+        "BRAID_LOG_STEPS": "1",
     })
     log = tmp / "up.log"
     with open(log, "wb") as out:
@@ -201,8 +208,6 @@ def test_a_worker_started_separately_joins_and_takes_jobs(up: Up) -> None:
 
 
 def test_json_logs_show_every_step_of_a_job_across_workers(up: Up) -> None:
-    import json
-
     with httpx.Client(base_url=up.url, timeout=30) as http:
         view = run(http, "/v1/pipelines/greet/jobs", {"name": "ann"})
     assert view["result"] == "HELLO ANN!!"
@@ -222,10 +227,10 @@ def test_json_logs_show_every_step_of_a_job_across_workers(up: Up) -> None:
     assert all(e["job"] == view["id"] and e["task_id"] for e in records)
 
 
-def _running_node(http: httpx.Client, job: str) -> str:
+def _running_node(http: httpx.Client, job: str, step: str = "slow") -> str:
     def node() -> str | None:
-        step = http.get(f"/v1/jobs/{job}").json()["steps"]["slow"]
-        return str(step["worker"]) if step["state"] == "running" else None
+        record = http.get(f"/v1/jobs/{job}").json()["steps"][step]
+        return str(record["worker"]) if record["state"] == "running" else None
 
     return wait_for(node, 20, "the step to start")
 
@@ -235,8 +240,9 @@ def test_killing_a_pool_process_requeues_its_step_at_once(up: Up) -> None:
         job = submit(http, "/v1/services/outside/slow/jobs", {"seconds": 1.5})
         main = up.worker_main(_running_node(http, job))
         pool = _children(main)
-        assert pool
-        os.kill(pool[0], signal.SIGKILL)
+        assert len(pool) == 2, "outside runs two prefork processes per worker"
+        for child in pool:  # one of them runs the step
+            os.kill(child, signal.SIGKILL)
         view = wait(http, job, timeout=15)
     assert view["state"] == "succeeded"
     assert view["steps"]["slow"]["attempts"] == 2
@@ -249,11 +255,27 @@ def test_killing_a_worker_main_process_restarts_it_and_redelivers_the_step(up: U
         old = up.worker_main(node)
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: up.worker_main(node) != old, 20, "the restarted worker")
-        # visibility timeout (4 s limit + 1 s grace + 2 s margin... of the longest service,
-        # the built-in one at 10 s: 13 s) plus the 1 s restore sweep and a restart
         view = wait(http, job, timeout=40)
     assert view["state"] == "succeeded"
     assert view["steps"]["slow"]["attempts"] == 2
+
+
+def test_killing_a_solo_worker_mid_step_hands_its_step_back_when_it_restarts(up: Up) -> None:
+    """A one-process service runs its steps in the worker process itself (no pool child to
+    lose): the restarted worker hands back what its predecessor was running at once, rather
+    than after the broker's visibility timeout."""
+    with httpx.Client(base_url=up.url, timeout=30) as http:
+        job = submit(http, "/v1/services/shouter/slow/jobs", {"seconds": 1.5})
+        node = _running_node(http, job)
+        old = up.worker_main(node)
+        assert _children(old) == [], "shouter runs its steps in the worker process (solo)"
+        os.kill(old, signal.SIGKILL)
+        view = wait(http, job, timeout=40)
+        assert view["state"] == "succeeded"
+        assert view["steps"]["slow"]["attempts"] == 2
+    handed_back = [json.loads(line) for line in up.log.read_text(errors="replace").splitlines()
+                   if line.startswith("{") and "handed back the 1 step(s)" in line]
+    assert any(node in entry["message"] for entry in handed_back)
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_process(up: Up) -> None:

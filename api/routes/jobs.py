@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import Authorized, BraidDep
@@ -106,9 +105,6 @@ def router() -> APIRouter:
         if isinstance(ended, str):
             raise JobConflict(f"job {job!r} already ended ({ended}); only queued or running "
                               "jobs can be cancelled")
-        if ended:
-            await run_in_threadpool(braid.celery.control.revoke, ended, terminate=True,
-                                    signal="SIGUSR1")
         return await read_job(braid, job)
 
     return r

@@ -43,6 +43,13 @@ class Calc:
         return values
 
     @api
+    def pair(self, a: Any, b: Any) -> list[Any]:
+        """A glue step: both values in a list; raises when they are equal."""
+        if a == b:
+            raise ValueError(f"cannot pair {a!r} with itself")
+        return [a, b]
+
+    @api
     def fail_if(self, x: int, bad: int) -> int:
         if x == bad:
             raise RuntimeError(f"element {x} is bad")

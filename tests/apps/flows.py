@@ -43,6 +43,32 @@ def graph(x: int, y: int, key: str) -> Value[Any]:
     return step(Calc.collect, lengths, key)
 
 
+@pipeline(name="map-input")
+def map_input(xs: list[int]) -> Value[list[int]]:
+    """A map over a pipeline input: no step produced the list, the built-in map task expands it."""
+    return each(Calc.double, xs)
+
+
+@pipeline(name="map-last")
+def map_last(n: int) -> Value[list[int]]:
+    """A map that ends the pipeline: its elements are the last steps."""
+    return each(Calc.double, step(Calc.span, n))
+
+
+@pipeline(name="map-and-list")
+def map_and_list(n: int) -> dict[str, Value[Any]]:
+    """Both the list and the map over it are part of the result."""
+    items = step(Calc.span, n)
+    return {"items": items, "doubled": each(Calc.double, items)}
+
+
+@pipeline(name="glue-raises")
+def glue_raises(x: int, y: int, key: str) -> Value[Any]:
+    """Two steps in parallel, a glue step that joins them (and raises if they are equal)."""
+    joined = step(Calc.pair, step(Calc.double, x), step(Calc.double, y))
+    return step(Calc.collect, joined, key)
+
+
 @pipeline(name="fail-in-join")
 def fail_in_join(x: int, key: str) -> Value[Any]:
     bad = step(Calc.fail_if, x, 1)

@@ -1,0 +1,307 @@
+"""The step protocol: the one place that spells what the API, the workers and Redis share.
+
+* **Redis keys.** A job is three hashes with the job TTL: :func:`job_key` (state,
+  timestamps, result or error, counters: :class:`JobField`), :func:`steps_key` (one
+  ``<step>|<field>`` entry per step field: :class:`StepField`) and :func:`data_key` (inputs
+  and step outputs, by reference name). Jobs are ordered in :data:`JOBS`, deadlines in
+  :data:`DEADLINES`; transitions are published on :data:`EVENTS`. Workers announce
+  themselves in :func:`alive_key` and :func:`processes_key`, and note the broker messages
+  they are running in :func:`inflight_key` (so a dead worker's messages can be handed back
+  at once, see ``reclaim.lua``).
+* **References.** A value in a job's data hash is named :func:`input_ref`,
+  :func:`output_ref` or :func:`element_ref`; a call's arguments are :class:`Spec` trees
+  (``{"$r": ref}``, ``{"$c": constant}``, ``{"$l": [...]}``, ``{"$d": {...}}``,
+  ``{"$item": true}`` for a map's element).
+* **The step message.** ``(job id, step name, call)``, where ``call`` is a :class:`StepCall`
+  on the wire (:meth:`StepCall.to_wire` / :meth:`StepCall.from_wire`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ALIVE_PREFIX",
+    "CANCELS",
+    "DEADLINES",
+    "EVENTS",
+    "ITEM",
+    "JOBS",
+    "PROCESSES_PREFIX",
+    "JobField",
+    "StepCall",
+    "StepField",
+    "alive_key",
+    "blob_key",
+    "const_spec",
+    "data_key",
+    "dict_spec",
+    "element_ref",
+    "element_step",
+    "inflight_key",
+    "input_ref",
+    "is_const",
+    "job_id_of",
+    "job_key",
+    "job_keys",
+    "list_spec",
+    "output_ref",
+    "processes_key",
+    "ref_spec",
+    "refs_in",
+    "resolve",
+    "split_step_field",
+    "step_field",
+    "steps_key",
+]
+
+_PREFIX = "braid:"
+EVENTS = f"{_PREFIX}events"
+"""Pub/sub channel: every job and step transition, as a JSON event."""
+CANCELS = f"{_PREFIX}cancels"
+"""Pub/sub channel: JSON lists of the task ids of a cancelled job's running steps."""
+JOBS = f"{_PREFIX}jobs"
+"""Sorted set: job id -> creation time (the jobs list)."""
+DEADLINES = f"{_PREFIX}deadlines"
+"""Sorted set: id of a job not ended yet -> its deadline."""
+ALIVE_PREFIX = f"{_PREFIX}alive:"
+PROCESSES_PREFIX = f"{_PREFIX}processes:"
+_JOB_PREFIX = f"{_PREFIX}job:"
+
+
+def job_key(job: str) -> str:
+    return f"{_JOB_PREFIX}{job}"
+
+
+def steps_key(job: str) -> str:
+    return f"{_JOB_PREFIX}{job}:steps"
+
+
+def data_key(job: str) -> str:
+    return f"{_JOB_PREFIX}{job}:data"
+
+
+def job_keys(job: str) -> list[str]:
+    """The job's record, steps and data hashes, in the order every Lua script takes them."""
+    return [job_key(job), steps_key(job), data_key(job)]
+
+
+def job_id_of(key: str) -> str:
+    return key.removeprefix(_JOB_PREFIX)
+
+
+def alive_key(service: str) -> str:
+    """Sorted set: node name -> time of its last heartbeat, for the workers of ``service``."""
+    return f"{ALIVE_PREFIX}{service}"
+
+
+def processes_key(service: str) -> str:
+    """Hash: ``host:pid`` -> what that worker process loaded and where (JSON)."""
+    return f"{PROCESSES_PREFIX}{service}"
+
+
+def inflight_key(node: str) -> str:
+    """Hash: broker delivery tag -> step, for the messages worker ``node`` is running."""
+    return f"{_PREFIX}inflight:{node}"
+
+
+def chord_parts_key(group: str) -> str:
+    """Set: the task ids of a chord's header that finished."""
+    return f"{_PREFIX}chord:{group}:parts"
+
+
+def chord_size_key(group: str) -> str:
+    """How many header tasks a chord has."""
+    return f"{_PREFIX}chord:{group}:size"
+
+
+def blob_key(token: str) -> str:
+    """A value too large for a hash field or a message, stored under a key of its own."""
+    return f"{_PREFIX}blob:{token}"
+
+
+class JobField(enum.StrEnum):
+    """Fields of a job's record hash."""
+
+    id = "id"
+    pipeline = "pipeline"
+    state = "state"
+    created_at = "created_at"
+    started_at = "started_at"
+    finished_at = "finished_at"
+    deadline = "deadline"
+    output = "output"
+    """The pipeline's output spec (JSON), assembled into ``result`` when the last sink ends."""
+    result = "result"
+    error = "error"
+    sinks = "sinks"
+    sinks_done = "sinks_done"
+    total = "total"
+    done = "done"
+
+
+class StepField(enum.StrEnum):
+    """Fields of one step in a job's steps hash (``<step>|<field>``)."""
+
+    service = "service"
+    api = "api"
+    kind = "kind"
+    state = "state"
+    attempts = "attempts"
+    task_id = "task_id"
+    worker = "worker"
+    queued_at = "queued_at"
+    started_at = "started_at"
+    finished_at = "finished_at"
+    error = "error"
+    size = "size"
+    """A map's number of elements, once it expanded."""
+    done = "done"
+    """A map's number of elements that finished."""
+
+
+def step_field(step: str, name: StepField) -> str:
+    return f"{step}|{name.value}"
+
+
+def split_step_field(key: str) -> tuple[str, str]:
+    step, _, name = key.rpartition("|")
+    return step, name
+
+
+def input_ref(name: str) -> str:
+    return f"i:{name}"
+
+
+def output_ref(step: str) -> str:
+    return f"o:{step}"
+
+
+def element_ref(map_step: str, index: int) -> str:
+    """The ``index``-th element of the list a map step maps over."""
+    return f"m:{map_step}:{index}"
+
+
+def element_step(map_step: str, index: int) -> str:
+    """The step that runs a map's ``index``-th element."""
+    return f"{map_step}[{index}]"
+
+
+Spec = dict[str, Any]
+ITEM: Spec = {"$item": True}
+
+
+def ref_spec(ref: str) -> Spec:
+    return {"$r": ref}
+
+
+def const_spec(value: Any) -> Spec:
+    return {"$c": value}
+
+
+def is_const(spec: Spec) -> bool:
+    return "$c" in spec
+
+
+def list_spec(parts: Sequence[Spec]) -> Spec:
+    return {"$l": list(parts)}
+
+
+def dict_spec(parts: Mapping[str, Spec]) -> Spec:
+    return {"$d": dict(parts)}
+
+
+def refs_in(spec: Any, out: set[str], item: str | None = None) -> set[str]:
+    """Add to ``out`` every data field that ``spec`` reads (``item`` for ``$item``)."""
+    if isinstance(spec, dict):
+        if "$r" in spec:
+            out.add(spec["$r"])
+        elif "$item" in spec and item is not None:
+            out.add(item)
+        for key in ("$l", "$d"):
+            if key in spec:
+                inner = spec[key]
+                for part in inner.values() if isinstance(inner, dict) else inner:
+                    refs_in(part, out, item)
+    return out
+
+
+def resolve(spec: Spec, lookup: Any, item: str | None) -> Any:
+    """The value ``spec`` describes; ``lookup(field)`` gives a data field's value."""
+    if "$c" in spec:
+        return spec["$c"]
+    if "$l" in spec:
+        return [resolve(s, lookup, item) for s in spec["$l"]]
+    if "$d" in spec:
+        return {k: resolve(s, lookup, item) for k, s in spec["$d"].items()}
+    ref = item if "$item" in spec else spec["$r"]
+    assert ref is not None, "an element spec outside a map"
+    return lookup(ref)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """What a step's message says besides its job and step name.
+
+    ``args`` are the API's arguments as specs; ``sink`` says the step's output is part of the
+    job's result (``whole``: it *is* the result); ``ready_after`` names the steps-hash
+    timestamps after which the step was ready to run (for the queue-wait metric). A map's
+    element carries its map step and index; a map step carries the list it maps over and the
+    task and queue of its elements.
+    """
+
+    args: Mapping[str, Spec]
+    sink: bool = False
+    whole: bool = False
+    ready_after: tuple[str, ...] = ()
+    map_step: str | None = None
+    index: int | None = None
+    over: str | None = None
+    task: str | None = None
+    queue: str | None = None
+    expands: tuple[str, StepCall] | None = None
+    """The map (its step name and call) that maps over this step's output: this step
+    expands it as it finishes, so the map costs no task of its own."""
+
+    @property
+    def item(self) -> str | None:
+        """The data field of this element's value, for a map's element."""
+        if self.map_step is None or self.index is None:
+            return None
+        return element_ref(self.map_step, self.index)
+
+    def reads(self) -> list[str]:
+        """Every data field the step's arguments read, sorted."""
+        found: set[str] = {self.item} if self.item else set()
+        for spec in self.args.values():
+            refs_in(spec, found, self.item)
+        return sorted(found)
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"a": dict(self.args)}
+        if self.sink:
+            out["s"] = True
+        if self.whole:
+            out["w"] = True
+        if self.ready_after:
+            out["q"] = list(self.ready_after)
+        if self.map_step is not None:
+            out["m"], out["i"] = self.map_step, self.index
+        if self.over is not None:
+            out["over"], out["task"], out["queue"] = self.over, self.task, self.queue
+        if self.expands is not None:
+            out["x"] = [self.expands[0], self.expands[1].to_wire()]
+        return out
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> StepCall:
+        if not isinstance(wire, Mapping) or not isinstance(wire.get("a"), Mapping):
+            raise ValueError("not a Braid step call: its message lacks the arguments 'a'")
+        return cls(args=wire["a"], sink=bool(wire.get("s")), whole=bool(wire.get("w")),
+                   ready_after=tuple(wire.get("q", ())), map_step=wire.get("m"),
+                   index=wire.get("i"), over=wire.get("over"), task=wire.get("task"),
+                   queue=wire.get("queue"),
+                   expands=(wire["x"][0], cls.from_wire(wire["x"][1])) if "x" in wire else None)

@@ -1,0 +1,240 @@
+"""One step in a worker process: decode, call, encode, hand off.
+
+A step's message carries ``(job id, step name, call)`` (:class:`app._protocol.StepCall`).
+The step reads and records in one round trip (``start_step.lua``), validates, calls the
+model, validates, and stores its output and hands off in one more (``finish_step.lua``).
+What runs next is Celery's canvas: the chain's next task, a chord's body, or, for a map, a
+chord over the list built here at run time by the step that produced the list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Task, chord, group
+from celery.canvas import Signature, signature
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from app import _codec
+from app._hooks import Hooks, Interrupt, Interrupts, StepRun
+from app._jobs import Expansion, StepRecorder
+from app._protocol import StepCall, StepField, element_step, refs_in, resolve, step_field
+from app._service import ApiSpec, ServiceSpec
+from app._settings import Settings
+
+__all__ = ["StepFailed", "Worker", "run_map", "run_step"]
+
+log = logging.getLogger("braid.worker")
+
+_MESSAGE_LIMIT = 2000
+
+
+class StepFailed(Exception):
+    """Raised to Celery after a step's failure is recorded, so the canvas stops there."""
+
+
+@dataclass
+class Worker:
+    """What one worker process holds while it runs steps."""
+
+    settings: Settings
+    recorder: StepRecorder
+    node: str
+    hooks: Hooks
+    interrupts: Interrupts
+    instance: Any = None
+    device: str = "cpu"
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.recorder.client
+
+
+def _error(exc: BaseException, kind: str | None = None) -> dict[str, str]:
+    message = str(exc) or repr(exc)
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + "..."
+    return {"type": kind or type(exc).__name__, "message": message}
+
+
+class _Invalid(Exception):
+    def __init__(self, error: dict[str, str]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+def _tag(task: Task) -> str:
+    """The broker's delivery tag of the running message ('' if the broker gives none)."""
+    return str((task.request.properties or {}).get("delivery_tag") or "")
+
+
+def _store_blob(w: Worker, blob: tuple[str, str] | None) -> None:
+    if blob is not None:
+        w.client.set(blob[0], blob[1], ex=w.settings.job_ttl_s)
+
+
+def _assemble(w: Worker, job: str, output_spec: str) -> None:
+    """Build the job's result from its sinks' outputs (when it is not one step's output)."""
+    spec = _codec.loads(output_spec)
+    fields = sorted(refs_in(spec, set()))
+    wire = dict(zip(fields, w.recorder.values(job, fields), strict=True))
+    text = _codec.dumps(resolve(spec, lambda ref: _load(wire, ref, w.client), None))
+    packed, blob = _codec.pack_text(text, w.settings.blob_threshold)
+    _store_blob(w, blob)
+    w.recorder.succeed(job, packed)
+
+
+def _load(wire: Mapping[str, bytes | None], ref: str, blobs: redis.Redis) -> Any:
+    raw = wire.get(ref)
+    if raw is None:
+        raise LookupError(f"the value {ref!r} is missing: its job expired or was deleted")
+    return _codec.load_wire(raw, blobs)
+
+
+def _elements(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> list[Signature]:
+    ready = (step_field(map_step, StepField.started_at),)
+    return [
+        task.app.signature(map_call.task, args=(job, element_step(map_step, i), StepCall(
+            args=map_call.args, map_step=map_step, index=i, ready_after=ready,
+            sink=map_call.sink, whole=map_call.whole).to_wire()),
+            queue=map_call.queue, immutable=True, ignore_result=True)
+        for i in range(n)
+    ]
+
+
+def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
+    """Continue the canvas with the map's elements: a chord whose body is what follows in
+    the chain (so no collecting task is needed: the last element to finish records the
+    map's output), or a group when nothing follows."""
+    header = _elements(task, job, map_step, map_call, n)
+    rest = task.request.chain
+    if rest:
+        following = signature(rest.pop(), app=task.app)
+        raise task.replace(chord(header, following))
+    raise task.replace(group(header))
+
+
+def _expansion(call: StepCall, output: Any) -> Expansion | None:
+    if call.expands is None:
+        return None
+    items = _codec.encode(output)
+    if not isinstance(items, list):
+        raise _Invalid({"type": "TypeError", "message": f"map step {call.expands[0]!r} needs "
+                        f"a list, got {type(output).__name__}"})
+    name, map_call = call.expands
+    return Expansion(name, [_codec.dumps(i) for i in items], map_call.sink, map_call.whole)
+
+
+def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
+             wire_call: Mapping[str, Any]) -> None:
+    """Run one step of ``job`` (the body of every service API's Celery task)."""
+    call = StepCall.from_wire(wire_call)
+    tag = _tag(task)
+    fields = call.reads()
+    start = w.recorder.start(job, step, task.request.id, w.node, tag, fields, call.ready_after)
+    if start.action == "done":
+        return
+    if start.action != "run":
+        log.debug("step %s of job %s skipped: the job is %s", step, job, start.action)
+        raise Ignore()
+    run = StepRun(svc, spec, job, step, call, task.request.id, start.attempts, start.ready_at,
+                  start.started_at)
+    limit = spec.retry.max_attempts if spec.retry else w.settings.max_deliveries
+    if start.attempts > limit:
+        w.recorder.fail(job, step, {"type": "TooManyAttempts", "message":
+                        f"step {step!r} was attempted {start.attempts - 1} times "
+                        "(its worker died or it kept failing); giving up"}, tag=tag)
+        raise StepFailed(f"{step}: too many attempts")
+    wire = dict(zip(fields, start.values, strict=True))
+    try:
+        w.hooks.before(run)
+        try:
+            kwargs = {k: _codec.decode(resolve(s, lambda ref: _load(wire, ref, w.client),
+                                               call.item))
+                      for k, s in call.args.items()}
+            args = spec.call_model.model_validate(kwargs)
+        except ValidationError as exc:
+            raise _Invalid(_error(exc, "InvalidInput")) from exc
+        result = spec.func(w.instance, **dict(args))
+        try:
+            output = spec.output_adapter.validate_python(result)
+        except ValidationError as exc:
+            raise _Invalid(_error(exc, "InvalidOutput")) from exc
+        packed, blob = _codec.pack(output, w.settings.blob_threshold)
+        expansion = _expansion(call, output)
+        # the step's own code is done: from here on nothing may interrupt it
+        w.hooks.after(run)
+    except (Interrupt, SoftTimeLimitExceeded) as exc:
+        w.hooks.on_error(run, exc)
+        if w.recorder.cancelled(job):
+            w.recorder.fail(job, step, {"type": "Cancelled", "message": "job cancelled"},
+                            state="cancelled", tag=tag)
+            raise Ignore() from None
+        w.recorder.fail(job, step, {"type": "StepTimeout", "message":
+                        f"step {step!r} ran past its timeout of {svc.timeout:g} s"}, tag=tag,
+                        **run.timing())
+        log.warning("step %s of job %s timed out", step, job)
+        raise StepFailed(f"{step}: timed out") from None
+    except _Invalid as exc:
+        w.hooks.on_error(run, exc)
+        w.recorder.fail(job, step, exc.error, tag=tag, **run.timing())
+        log.warning("step %s of job %s failed: %s", step, job, exc.error["message"])
+        raise StepFailed(f"{step}: {exc.error['type']}: {exc.error['message']}") from None
+    except Exception as exc:
+        w.hooks.on_error(run, exc)
+        error = _error(exc)
+        if spec.retry and isinstance(exc, spec.retry.on) and start.attempts < limit:
+            delay = spec.retry.delay(start.attempts)
+            w.recorder.retrying(job, step, error, delay)
+            raise task.retry(countdown=delay, max_retries=None) from None
+        w.recorder.fail(job, step, error, tag=tag, **run.timing())
+        log.warning("step %s of job %s failed: %s: %s", step, job, error["type"], error["message"])
+        raise StepFailed(f"{step}: {error['type']}: {error['message']}") from None
+    _store_blob(w, blob)
+    element_of = (call.map_step, call.sink, call.whole) if call.map_step is not None else None
+    status, output_spec = w.recorder.finish(
+        job, step, packed, sink=call.sink and element_of is None,
+        whole=call.whole and element_of is None, tag=tag, element_of=element_of,
+        expansion=expansion, **run.timing())
+    if status == "complete":
+        _assemble(w, job, output_spec.decode())
+    if expansion is not None and expansion.items and status not in ("ended", "succeeded"):
+        assert call.expands is not None
+        _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items))
+
+
+def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, Any]) -> None:
+    """A map whose list no step before it in its chain produced (a pipeline input, say):
+    read the list, expand, fan out."""
+    call = StepCall.from_wire(wire_call)
+    assert call.over is not None
+    tag = _tag(task)
+    start = w.recorder.start(job, step, task.request.id, w.node, tag, [call.over],
+                             call.ready_after)
+    if start.action != "run":
+        raise Ignore()
+    raw = start.values[0]
+    if raw is None:
+        w.recorder.fail(job, step, {"type": "LookupError", "message":
+                        f"the list {call.over!r} is missing: its job expired"}, tag=tag)
+        raise StepFailed(f"{step}: no list")
+    items = _codec.load_wire(raw, w.client)
+    if not isinstance(items, list):
+        w.recorder.fail(job, step, {"type": "TypeError", "message":
+                        f"map step {step!r} needs a list, got {type(items).__name__}"}, tag=tag)
+        raise StepFailed(f"{step}: not a list")
+    if not w.recorder.expand(job, step, [_codec.dumps(i) for i in items]):
+        raise Ignore()
+    if not items:
+        status, output_spec = w.recorder.finish(job, step, "[]", sink=call.sink,
+                                                whole=call.whole, counts=False, tag=tag)
+        if status == "complete":
+            _assemble(w, job, output_spec.decode())
+        return
+    _fan_out(task, job, step, call, len(items))
+

@@ -37,7 +37,9 @@ class Braid:
         return await queue_stats(self.store.client, self.registry.all_services, window)
 
 
-def _braid(request: Request) -> Braid:
+# async, like every dependency here: FastAPI runs a sync one in a thread pool, a thread
+# hop per request that cost the submit path more than the rest of its dependencies
+async def _braid(request: Request) -> Braid:
     braid: Braid = request.app.state.braid
     return braid
 
@@ -45,7 +47,7 @@ def _braid(request: Request) -> Braid:
 BraidDep = Annotated[Braid, Depends(_braid)]
 
 
-def _authorize(request: Request, braid: BraidDep) -> None:
+async def _authorize(request: Request, braid: BraidDep) -> None:
     keys = braid.settings.api_keys
     if not keys:
         return

@@ -9,13 +9,51 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException
 
 from app import BraidError, BrokerUnavailable, InvalidInput, NotFound, Unauthorized
 
-__all__ = ["install", "problem"]
+__all__ = ["Problem", "install", "problem", "responses"]
 
 MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One request field that does not match its declared type."""
+
+    field: str = Field(description="The field, dotted for nested ones (`body` for the whole)")
+    message: str
+
+
+class Problem(BaseModel):
+    """An error answer (RFC 9457 problem details, `application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="`urn:braid:problem:<code>`")
+    title: str | SkipJsonSchema[None] = Field(default=None, description="The error's class "
+                                              "name")
+    status: int = Field(description="The HTTP status")
+    code: str = Field(description="Stable machine-readable code (`job_not_found`, "
+                      "`invalid_input`, ...): what the Python client raises is chosen by it")
+    detail: str = Field(description="What went wrong and how to fix it")
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="With `invalid_input`: every offending field")
+
+
+_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def responses(described: dict[int, str], *, also: dict[int | str, dict[str, Any]] | None = None
+              ) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem answers (their descriptions by status), and ``also``
+    the route's other documented answers."""
+    out: dict[int | str, dict[str, Any]] = dict(also or {})
+    for status, text in described.items():
+        out[status] = {"description": text, "content": {MEDIA_TYPE: {"schema": _REF}}}
+    return out
 
 
 def problem(error: BraidError, **extra: Any) -> JSONResponse:
@@ -70,3 +108,21 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(redis.exceptions.TimeoutError, unavailable)
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(HTTPException, http_error)
+    _document(app)
+
+
+def _document(app: FastAPI) -> None:
+    """Put :class:`Problem` into the OpenAPI components, where :func:`responses` points."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # which FastAPI keeps as app.openapi_schema
+            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            found = schema.setdefault("components", {}).setdefault("schemas", {})
+            found.update(problem.pop("$defs", {}))
+            found["Problem"] = problem
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,7 +1,8 @@
 """Braid: serve composed ML models on Celery.
 
 Declare services with :func:`service` and :func:`api`, compose them with :func:`pipeline`,
-:func:`step` and :func:`each`; run everything with ``braid up``.
+:func:`step` and :func:`each`; run everything with ``braid up``; follow jobs with
+:class:`Client`, which returns them as :class:`JobView` objects.
 """
 
 from app import _models as models
@@ -28,6 +29,7 @@ from app._runtime import device
 from app._service import Resources, Retry, api, service
 from app._settings import Settings, get_settings
 from app._types import Array
+from app._views import JobAccepted, JobError, JobList, JobView, Progress, StepState, StepView
 
 __all__ = [
     "Array",
@@ -39,19 +41,26 @@ __all__ = [
     "DeclarationError",
     "InvalidInput",
     "Job",
+    "JobAccepted",
     "JobConflict",
+    "JobError",
     "JobFailed",
+    "JobList",
     "JobNotFound",
     "JobState",
+    "JobView",
     "ModelNotFound",
     "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
     "PipelineNotFound",
+    "Progress",
     "Resources",
     "Retry",
     "ServiceNotFound",
     "Settings",
+    "StepState",
+    "StepView",
     "Unauthorized",
     "Value",
     "api",

@@ -25,7 +25,9 @@ def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
     core = specs[0].queue
     app.conf.update(
         broker_url=settings.broker_url,
-        result_backend=settings.broker_url,
+        # kombu's Redis transport and Celery's Redis backend, each with its hot path trimmed
+        broker_transport="app._transport:Transport",
+        result_backend=f"app._backend:Backend+{settings.broker_url}",
         task_serializer="json",
         result_serializer="json",
         event_serializer="json",

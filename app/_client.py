@@ -3,6 +3,9 @@
     with Client("http://127.0.0.1:8000") as braid:
         job = braid.submit("inference-graph", original_sentence="I have an idea!")
         print(job.result(timeout=60))
+        print(job.status().progress.done)
+
+Jobs are :class:`~app._views.JobView` objects, as the API describes them in ``/docs``.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+from pydantic import MISSING
 
 from app._errors import BraidError, JobFailed, error_for
 from app._jobs import JobState
+from app._views import JobList, JobView
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
 
@@ -30,6 +35,11 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     if response.is_success:
         body: dict[str, Any] = response.json()
         return body
+    _raise(response)
+
+
+def _raise(response: httpx.Response) -> NoReturn:
+    """The API's problem answer as the matching :class:`BraidError`."""
     try:
         problem = response.json()
     except ValueError:
@@ -39,19 +49,32 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     raise error
 
 
-def _final(view: dict[str, Any]) -> bool:
-    return JobState(view["state"]).final
+def _view(response: httpx.Response) -> JobView:
+    """The job an answer carries (parsed straight from its bytes), or the API's error."""
+    if not response.is_success:
+        _raise(response)
+    return JobView.model_validate_json(response.content)
 
 
-def _result(view: dict[str, Any]) -> Any:
-    if view["state"] == JobState.succeeded:
-        return view.get("result")
-    if not _final(view):
-        raise TimeoutError(f"job {view['id']} is still {view['state']}")
-    error = view.get("error") or {}
-    raise JobFailed(f"job {view['id']} {view['state']}: "
+def _result(view: JobView) -> Any:
+    if view.state is JobState.succeeded:
+        return None if view.result is MISSING else view.result
+    if not view.state.final:
+        raise TimeoutError(f"job {view.id} is still {view.state}")
+    error = view.error.model_dump() if view.error else {}
+    raise JobFailed(f"job {view.id} {view.state}: "
                     f"{error.get('type', '')} in step {error.get('step')!r}: {error.get('message')}",
-                    view["state"], error)
+                    view.state, error)
+
+
+def _event(kind: str, data: dict[str, Any]) -> tuple[str, JobView | dict[str, Any]]:
+    return kind, JobView.model_validate(data) if kind in ("snapshot", "end") else data
+
+
+def _list_params(pipeline: str | None, state: str | None, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    params.update({k: v for k, v in (("pipeline", pipeline), ("state", state)) if v})
+    return params
 
 
 class _LongPoll:
@@ -65,8 +88,9 @@ class _LongPoll:
         window = min(left, _LONG_POLL)
         return {"params": {"wait": window}, "timeout": window + 30}
 
-    def over(self, view: dict[str, Any]) -> bool:
-        return _final(view) or (self.deadline is not None and time.monotonic() >= self.deadline)
+    def over(self, view: JobView) -> bool:
+        return view.state.final or (self.deadline is not None and
+                                    time.monotonic() >= self.deadline)
 
 
 class _Sse:
@@ -90,9 +114,12 @@ class Job:
         self.client = client
         self.id = job_id
 
-    def status(self) -> dict[str, Any]:
-        """The job record: state, progress, steps, result or error."""
-        return _check(self.client.http.get(f"/v1/jobs/{self.id}"))
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, url={str(self.client.http.base_url).rstrip('/')!r})"
+
+    def status(self) -> JobView:
+        """The job: state, progress, steps, and its result or error once it has one."""
+        return _view(self.client.http.get(f"/v1/jobs/{self.id}"))
 
     def state(self) -> JobState:
         """The job's state; ``JobState.not_found`` for an unknown or expired id."""
@@ -101,11 +128,11 @@ class Job:
             return JobState.not_found
         return JobState(_check(response)["state"])
 
-    def wait(self, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the job ends (or ``timeout`` seconds pass); returns its record."""
+    def wait(self, timeout: float | None = None) -> JobView:
+        """Block until the job ends (or ``timeout`` seconds pass); returns it as it is then."""
         poll = _LongPoll(timeout)
         while True:
-            view = _check(self.client.http.get(f"/v1/jobs/{self.id}", **poll.next()))
+            view = _view(self.client.http.get(f"/v1/jobs/{self.id}", **poll.next()))
             if poll.over(view):
                 return view
 
@@ -113,11 +140,14 @@ class Job:
         """The job's result; raises JobFailed if it failed or was cancelled."""
         return _result(self.wait(timeout))
 
-    def cancel(self) -> dict[str, Any]:
-        return _check(self.client.http.delete(f"/v1/jobs/{self.id}"))
+    def cancel(self) -> JobView:
+        """Cancel the job; returns it, cancelled."""
+        return _view(self.client.http.delete(f"/v1/jobs/{self.id}"))
 
-    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(kind, data)`` pairs: a ``snapshot``, then ``step`` transitions, then ``end``."""
+    def events(self) -> Iterator[tuple[str, JobView | dict[str, Any]]]:
+        """``(kind, data)`` pairs: a ``snapshot`` (a :class:`JobView`), then ``step``
+        transitions (dicts: job, step, state, ts, and error for failures), then ``end`` (the
+        final :class:`JobView`)."""
         with self.client.http.stream("GET", f"/v1/jobs/{self.id}/events", timeout=None) as r:
             if not r.is_success:
                 r.read()
@@ -125,7 +155,7 @@ class Job:
             parser = _Sse()
             for line in r.iter_lines():
                 if (event := parser.feed(line)) is not None:
-                    yield event
+                    yield _event(*event)
 
 
 class Client:
@@ -148,11 +178,12 @@ class Client:
         return Job(self, job_id)
 
     def jobs(self, pipeline: str | None = None, state: str | None = None,
-             limit: int = 50) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        params.update({k: v for k, v in (("pipeline", pipeline), ("state", state)) if v})
-        jobs: list[dict[str, Any]] = _check(self.http.get("/v1/jobs", params=params))["jobs"]
-        return jobs
+             limit: int = 50) -> list[JobView]:
+        """Recent jobs, newest first (without their steps)."""
+        response = self.http.get("/v1/jobs", params=_list_params(pipeline, state, limit))
+        if not response.is_success:
+            _raise(response)
+        return JobList.model_validate_json(response.content).jobs
 
     def close(self) -> None:
         self.http.close()
@@ -171,23 +202,26 @@ class AsyncJob:
         self.client = client
         self.id = job_id
 
-    async def status(self) -> dict[str, Any]:
-        return _check(await self.client.http.get(f"/v1/jobs/{self.id}"))
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.id!r}, url={str(self.client.http.base_url).rstrip('/')!r})"
 
-    async def wait(self, timeout: float | None = None) -> dict[str, Any]:
+    async def status(self) -> JobView:
+        return _view(await self.client.http.get(f"/v1/jobs/{self.id}"))
+
+    async def wait(self, timeout: float | None = None) -> JobView:
         poll = _LongPoll(timeout)
         while True:
-            view = _check(await self.client.http.get(f"/v1/jobs/{self.id}", **poll.next()))
+            view = _view(await self.client.http.get(f"/v1/jobs/{self.id}", **poll.next()))
             if poll.over(view):
                 return view
 
     async def result(self, timeout: float | None = None) -> Any:
         return _result(await self.wait(timeout))
 
-    async def cancel(self) -> dict[str, Any]:
-        return _check(await self.client.http.delete(f"/v1/jobs/{self.id}"))
+    async def cancel(self) -> JobView:
+        return _view(await self.client.http.delete(f"/v1/jobs/{self.id}"))
 
-    async def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def events(self) -> AsyncIterator[tuple[str, JobView | dict[str, Any]]]:
         async with self.client.http.stream("GET", f"/v1/jobs/{self.id}/events",
                                            timeout=None) as r:
             if not r.is_success:
@@ -196,7 +230,7 @@ class AsyncJob:
             parser = _Sse()
             async for line in r.aiter_lines():
                 if (event := parser.feed(line)) is not None:
-                    yield event
+                    yield _event(*event)
 
 
 class AsyncClient:
@@ -216,6 +250,13 @@ class AsyncClient:
 
     def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, job_id)
+
+    async def jobs(self, pipeline: str | None = None, state: str | None = None,
+                   limit: int = 50) -> list[JobView]:
+        response = await self.http.get("/v1/jobs", params=_list_params(pipeline, state, limit))
+        if not response.is_success:
+            _raise(response)
+        return JobList.model_validate_json(response.content).jobs
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -27,14 +27,20 @@ from app._protocol import (
     EVENTS,
     JOBS,
     JobField,
+    StepField,
     data_key,
     inflight_key,
     job_key,
     job_keys,
+    step_field,
     steps_key,
 )
 
-__all__ = ["JobState", "JobStore", "NewJob", "StepRecorder", "StepStart"]
+__all__ = ["JobState", "JobStore", "NewJob", "StepRecorder", "StepStart", "new_job_id"]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
 
 
 class JobState(enum.StrEnum):
@@ -211,18 +217,23 @@ class JobStore:
         self.ttl_s = ttl_s
         self._end = client.register_script(_lua("end", "end_job"))
 
-    async def create(self, new: NewJob, blobs: Mapping[str, str]) -> tuple[str, float]:
-        job = uuid.uuid4().hex
+    async def create(self, job: str, new: NewJob, blobs: Mapping[str, str],
+                     messages: Sequence[tuple[str, str]] = ()) -> float:
+        """Write job ``job`` and publish its first ``messages`` (queue, payload) in one
+        ``MULTI``: one round trip, and a job is never half published. Returns its creation
+        time."""
         now = time.time()
         keys = job_keys(job)
         steps = {f"{s}|{k}": v for s, fields in new.steps.items() for k, v in fields.items()}
-        steps.update({f"{s}|queued_at": str(now) for s in new.steps})
-        steps.update({f"{s}|state": "queued" for s in new.steps})
+        steps.update({step_field(s, StepField.queued_at): str(now) for s in new.steps})
+        steps.update({step_field(s, StepField.state): "queued" for s in new.steps})
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(keys[0], mapping={
-                "id": job, "pipeline": new.pipeline, "state": "queued", "created_at": now,
-                "sinks": new.sinks, "sinks_done": 0, "total": new.total, "done": 0,
-                "output": json.dumps(new.output), "deadline": now + new.deadline_s,
+                JobField.id: job, JobField.pipeline: new.pipeline, JobField.state: "queued",
+                JobField.created_at: now, JobField.sinks: new.sinks, JobField.sinks_done: 0,
+                JobField.total: new.total, JobField.done: 0,
+                JobField.output: json.dumps(new.output),
+                JobField.deadline: now + new.deadline_s,
             })
             pipe.hset(keys[1], mapping=_fields(steps))
             if new.inputs:
@@ -233,15 +244,10 @@ class JobStore:
                 pipe.set(key, payload, ex=self.ttl_s)
             pipe.zadd(JOBS, {job: now})
             pipe.zadd(DEADLINES, {job: now + new.deadline_s})
+            for queue, payload in messages:
+                pipe.lpush(queue, payload)
             await pipe.execute()
-        return job, now
-
-    async def discard(self, job: str) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(*job_keys(job))
-            pipe.zrem(JOBS, job)
-            pipe.zrem(DEADLINES, job)
-            await pipe.execute()
+        return now
 
     async def end(self, job: str, state: JobState, error: Mapping[str, Any]) -> list[str] | str:
         """End a job that is not final and interrupt its running steps (their workers listen

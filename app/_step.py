@@ -26,6 +26,7 @@ from app._jobs import Expansion, StepRecorder
 from app._protocol import StepCall, StepField, element_step, refs_in, resolve, step_field
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
+from app._transport import capture, send
 
 __all__ = ["StepFailed", "Worker", "run_map", "run_step"]
 
@@ -107,16 +108,23 @@ def _elements(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -
     ]
 
 
-def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
+def _fan_out(w: Worker, task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
     """Continue the canvas with the map's elements: a chord whose body is what follows in
     the chain (so no collecting task is needed: the last element to finish records the
-    map's output), or a group when nothing follows."""
+    map's output), or a group when nothing follows. The elements go out in one round trip."""
     header = _elements(task, job, map_step, map_call, n)
     rest = task.request.chain
     if rest:
-        following = signature(rest.pop(), app=task.app)
-        raise task.replace(chord(header, following))
-    raise task.replace(group(header))
+        replacement: Signature = chord(header, signature(rest.pop(), app=task.app))
+    else:
+        replacement = group(header)
+    with capture() as messages:
+        try:
+            task.replace(replacement)
+        except Ignore as replaced:
+            done = replaced
+    send(w.client, messages)
+    raise done
 
 
 def _expansion(call: StepCall, output: Any) -> Expansion | None:
@@ -205,7 +213,7 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
         _assemble(w, job, output_spec.decode())
     if expansion is not None and expansion.items and status not in ("ended", "succeeded"):
         assert call.expands is not None
-        _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items))
+        _fan_out(w, task, job, call.expands[0], call.expands[1], len(expansion.items))
 
 
 def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, Any]) -> None:
@@ -236,5 +244,5 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
         if status == "complete":
             _assemble(w, job, output_spec.decode())
         return
-    _fan_out(task, job, step, call, len(items))
+    _fan_out(w, task, job, step, call, len(items))
 

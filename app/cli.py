@@ -8,12 +8,15 @@ import secrets
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app._errors import BraidError
 from app._settings import Settings
+
+if TYPE_CHECKING:
+    from app._client import Client
 
 __all__ = ["main"]
 
@@ -185,6 +188,9 @@ def flower(apps: tuple[str, ...]) -> None:
     auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     celery.start(["flower", f"--address={settings.flower_host}", f"--port={settings.flower_port}",
                   f"--basic-auth={auth}", "--persistent=True", "--logging=none",
+                  # Flower would otherwise switch task events on in every worker, every few
+                  # seconds, whatever BRAID_TASK_EVENTS says
+                  f"--enable_events={settings.task_events}",
                   f"--db={settings.state_dir.resolve() / 'flower.db'}"])
 
 
@@ -294,7 +300,7 @@ def redis() -> None:
 URL = click.option("--url", default=None, help="The API (default http://BRAID_API_HOST:PORT).")
 
 
-def _client(url: str | None) -> Any:
+def _client(url: str | None) -> Client:
     from app._client import Client
 
     settings = Settings()
@@ -310,6 +316,8 @@ def _client(url: str | None) -> Any:
 def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
     """Submit a job of PIPELINE (or SERVICE.API); print its id, or with --wait its result."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from app._views import JobView
 
     try:
         body = json.loads(inputs)
@@ -329,13 +337,11 @@ def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, console=None, transient=False) as bar:
             task = bar.add_task(f"{pipeline} {job.id[:8]}", total=None)
-            for kind, data in job.events():
-                view = data if kind in ("snapshot", "end") else None
-                if view is None:
-                    view = job.status()
-                bar.update(task, completed=view["progress"]["done"],
-                           total=view["progress"]["total"] or None,
-                           description=f"{pipeline} {job.id[:8]} {view['state']}")
+            for _, data in job.events():
+                view = data if isinstance(data, JobView) else job.status()
+                bar.update(task, completed=view.progress.done,
+                           total=view.progress.total or None,
+                           description=f"{pipeline} {job.id[:8]} {view.state}")
         click.echo(json.dumps(job.result(timeout=0), indent=2))
 
 
@@ -348,9 +354,9 @@ def jobs(url: str | None, pipeline: str | None, state: str | None, limit: int) -
     """List recent jobs, newest first."""
     with _client(url) as client:
         for job in client.jobs(pipeline, state, limit):
-            progress = job["progress"]
-            click.echo(f"{job['id']}  {job['state']:<10} {progress['done']}/{progress['total']:<4} "
-                       f"{job['created_at']}  {job['pipeline']}")
+            created = job.created_at.isoformat().replace("+00:00", "Z") if job.created_at else None
+            click.echo(f"{job.id}  {job.state:<10} {job.progress.done}/{job.progress.total:<4} "
+                       f"{created}  {job.pipeline}")
 
 
 def _flower_password(settings: Settings) -> str:

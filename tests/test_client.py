@@ -46,8 +46,8 @@ def test_async_client_runs_jobs_concurrently(system: System) -> None:
 def test_explicit_deadline_fails_a_job_that_runs_too_long(system: System) -> None:
     with Client(system.url) as client:
         view = client.submit("deadlined", seconds=2.5).wait(timeout=20)
-    assert view["state"] == "failed"
-    assert view["error"]["type"] == "DeadlineExceeded"
+    assert view.state is JobState.failed
+    assert view.error is not None and view.error.type == "DeadlineExceeded"
 
 
 def test_braid_submit_wait_shows_progress_and_prints_the_result(system: System) -> None:

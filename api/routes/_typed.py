@@ -15,18 +15,27 @@ from starlette.datastructures import UploadFile
 
 from api.deps import Authorized, Braid, BraidDep
 from api.jobs import submit
-from api.problems import invalid_input
+from api.problems import invalid_input, responses
 from app import InvalidInput, PayloadTooLarge
 from app._pipeline import Pipeline
+from app._views import JobAccepted, JobView
 
 __all__ = ["add_submit_route", "read_body"]
 
-_ACCEPTED = {200: {"description": "With `?wait=`: the job ended in time; its final record."},
-             202: {"description": "Accepted: the job is queued; follow `status_url`."},
-             404: {"description": "Unknown service, API or pipeline"},
-             413: {"description": "The request is over BRAID_MAX_UPLOAD_BYTES"},
-             422: {"description": "The body does not match the declared types"},
-             503: {"description": "Redis is unreachable; nothing was queued"}}
+# 202 is the route's response_model (JobAccepted); submit() answers with a ViewResponse of
+# it, or of the final JobView, so neither is validated or serialized twice.
+_ACCEPTED = responses({
+    401: "Missing or wrong API key (with BRAID_API_KEYS)",
+    404: "Unknown service, API or pipeline",
+    413: "The request is over BRAID_MAX_UPLOAD_BYTES",
+    422: "The body does not match the declared types",
+    503: "Redis is unreachable; nothing was queued",
+}, also={
+    200: {"model": JobView, "description": "With `?wait=`: the job ended in time; the final "
+                                           "job, as `GET /v1/jobs/{id}` gives it."},
+    202: {"description": "Accepted: the job is queued; follow `status_url` (also in "
+                         "`Location`)."},
+})
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLarge:
@@ -94,6 +103,7 @@ def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: 
     body = {"required": True, "content": {"application/json": {"schema": schema},
                                           "multipart/form-data": {"schema": schema}}}
     router.add_api_route(path, endpoint, methods=["POST"], status_code=202, summary=summary,
-                         description=description, responses=_ACCEPTED,  # type: ignore[arg-type]
+                         description=description, response_model=JobAccepted,
+                         responses=_ACCEPTED,
                          dependencies=[Authorized], operation_id=f"submit_{pipeline.name}",
                          openapi_extra={"requestBody": body})

@@ -10,44 +10,62 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from api.deps import Authorized, BraidDep
-from api.jobs import FINAL, read_job, render, until_final
+from api.jobs import ViewResponse, read_job, render, until_final
+from api.problems import responses
 from app import JobConflict, JobNotFound, JobState, NotAcceptable
 from app._types import to_rest
+from app._views import JobList, JobView
 
 __all__ = ["router"]
 
-def router() -> APIRouter:
-    r = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
+_UNKNOWN = {404: "No such job (unknown, or older than BRAID_JOB_TTL_S)"}
+_INVALID = {422: "A parameter does not match its type or range"}
 
-    @r.get("", summary="Recent jobs, newest first")
+
+def router() -> APIRouter:
+    r = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized],
+                  responses=responses({401: "Missing or wrong API key (with BRAID_API_KEYS)"}))
+
+    # Routes answer with a ViewResponse of the view they declare as response_model: the
+    # schema is in /docs, and the view is serialized once, with no second validation.
+
+    @r.get("", summary="Recent jobs, newest first", response_model=JobList,
+           responses=responses(_INVALID, also={200: {"description": "The jobs, without steps"}}))
     async def list_jobs(
         braid: BraidDep,
         pipeline: str | None = None,
         state: JobState | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    ) -> dict[str, Any]:
+    ) -> Response:
         records = await braid.store.recent(limit, pipeline, state.value if state else None)
-        return {"jobs": [await render(braid, rec, None) for rec in records]}
+        return ViewResponse(JobList(jobs=[await render(braid, rec, None) for rec in records]))
 
-    @r.get("/{job}", summary="A job's state, progress, steps and result")
+    @r.get("/{job}", summary="A job's state, progress, steps and result", response_model=JobView,
+           responses=responses(_UNKNOWN | _INVALID, also={200: {
+               "description": "The job; with `?wait=`, once it ended or the wait is over"}}))
     async def get_job(
         job: str,
         braid: BraidDep,
         wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the job to "
                                             "end (long-poll, at most 60)")] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         if not wait:
-            return JSONResponse(await read_job(braid, job))
+            return ViewResponse(await read_job(braid, job))
         async with braid.hub.watch(job) as events:
             view = await read_job(braid, job)
-            if view["state"] not in FINAL:
+            if not view.state.final:
                 view = await until_final(braid, job, events, min(wait, braid.settings.max_wait_s))
-        return JSONResponse(view)
+        return ViewResponse(view)
 
     @r.get("/{job}/events", summary="Server-sent events of step transitions, ending with the "
-           "final state")
+           "final state", responses=responses(_UNKNOWN | _INVALID, also={200: {
+               "content": {"text/event-stream": {}},
+               "description": "`snapshot` (the job, as GET /v1/jobs/{id} gives it), then `step` "
+                              "events (a step's transition: job, step, state, ts and, for "
+                              "failures, error), then `end` (the final job)"}}))
     async def job_events(job: str, braid: BraidDep) -> StreamingResponse:
         await read_job(braid, job, with_steps=False)
 
@@ -55,7 +73,7 @@ def router() -> APIRouter:
             async with braid.hub.watch(job) as events:
                 view = await read_job(braid, job)
                 yield _sse("snapshot", view)
-                while view["state"] not in FINAL:
+                while not view.state.final:
                     try:
                         event = await asyncio.wait_for(events.get(), 15)
                     except TimeoutError:
@@ -73,8 +91,12 @@ def router() -> APIRouter:
                                  headers={"Cache-Control": "no-cache"})
 
     @r.get("/{job}/result", summary="The result alone: JSON, or a .npy / .png download",
-           responses={200: {"content": {"application/json": {}, "application/x-npy": {},
-                                        "image/png": {}}}})
+           responses=responses(_UNKNOWN | _INVALID | {
+               406: "The result has no such form (a .npy of a non-array, a .png of a "
+                    "non-image)",
+               409: "The job has not succeeded (yet): it has no result"},
+               also={200: {"content": {"application/json": {}, "application/x-npy": {},
+                                       "image/png": {}}}}))
     async def job_result(
         job: str,
         braid: BraidDep,
@@ -97,15 +119,17 @@ def router() -> APIRouter:
             return JSONResponse(to_rest(value))
         return _download(job, value, wanted)
 
-    @r.delete("/{job}", summary="Cancel a job: no further step starts, running ones are stopped")
-    async def cancel_job(job: str, braid: BraidDep) -> dict[str, Any]:
+    @r.delete("/{job}", summary="Cancel a job: no further step starts, running ones are stopped",
+              response_model=JobView, responses=responses(_UNKNOWN | _INVALID | {
+                  409: "The job already ended: only queued or running jobs can be cancelled"}))
+    async def cancel_job(job: str, braid: BraidDep) -> Response:
         await read_job(braid, job, with_steps=False)
         ended = await braid.store.end(job, JobState.cancelled,
                                       {"type": "Cancelled", "message": "cancelled by request"})
         if isinstance(ended, str):
             raise JobConflict(f"job {job!r} already ended ({ended}); only queued or running "
                               "jobs can be cancelled")
-        return await read_job(braid, job)
+        return ViewResponse(await read_job(braid, job))
 
     return r
 
@@ -130,5 +154,6 @@ def _download(job: str, value: Any, wanted: str) -> Response:
         "Content-Disposition": f'attachment; filename="{job}.{wanted}"'})
 
 
-def _sse(kind: str, data: dict[str, Any]) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+def _sse(kind: str, data: JobView | dict[str, Any]) -> str:
+    text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+    return f"event: {kind}\ndata: {text}\n\n"

@@ -1,0 +1,45 @@
+"""Braid's Celery result backend: Redis, with chord joins that cost one round trip a part.
+
+Braid never reads Celery results (values travel through each job's data hash, and every
+signature is immutable), so a chord only has to know when its last header task finished:
+each part adds its task id to the chord's set and reads the set's size in one script
+(``chord_part.lua``); the part that completes it publishes the body. A redelivered part is
+counted once (a set, not a counter). A part that failed has already failed its job, so the
+body never runs. Celery's own chord bookkeeping on Redis takes up to six round trips for the
+last part (results, claim, cleanup) and two to set the chord's size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from celery.canvas import maybe_signature
+
+from app._jobs import _lua
+from app._protocol import chord_parts_key, chord_size_key
+
+__all__ = ["Backend"]
+
+
+class Backend(RedisBackend):  # type: ignore[misc]
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        self.client.set(chord_size_key(group_id), chord_size, ex=self._chord_ttl())
+
+    def _chord_ttl(self) -> int:
+        return int(self.chord_expires or 86400)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any,
+                             propagate: Any = None, **kwargs: Any) -> None:
+        group, task = request.group, request.id
+        if state != states.SUCCESS or not group or not task or not request.chord:
+            return
+        script = getattr(self, "_braid_part", None)
+        if script is None:
+            script = self._braid_part = self.client.register_script(_lua("chord_part"))
+        complete = script(keys=[chord_parts_key(group), chord_size_key(group)],
+                          args=[task, self._chord_ttl()])
+        if complete:
+            body = maybe_signature(request.chord, app=self.app)
+            self.app.amqp._retry_publish(body.delay, [])

@@ -1,0 +1,89 @@
+"""Braid's broker transport: kombu's Redis transport with its hot path trimmed.
+
+Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Three changes:
+
+* **Bindings read once.** kombu reads an exchange's bindings from Redis on every publish
+  (one more round trip per hand-off). A Braid service's queue has a direct exchange of its
+  own name, bound once, so a channel keeps such a binding once read. Other exchanges (the
+  replies of control commands bind a new queue per client) are read every time.
+* **One client per channel** for acks and the unacked bookkeeping (kombu builds a new
+  client object for each).
+* **Captured publishes.** Inside :func:`capture`, messages are collected instead of sent,
+  so that the caller can write them in a round trip of its own: the API writes a new job's
+  first messages in the same ``MULTI`` as the job (nothing half published), and a map's
+  elements go out in one pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+__all__ = ["Transport", "capture", "send"]
+
+Message = tuple[str, str]
+"""A captured publish: the Redis list it goes to, and its payload."""
+
+_CAPTURED: contextvars.ContextVar[list[Message] | None] = contextvars.ContextVar(
+    "braid_captured_publishes", default=None)
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[list[Message]]:
+    """Collect, instead of sending, what this thread (or task) publishes to queues."""
+    messages: list[Message] = []
+    token = _CAPTURED.set(messages)
+    try:
+        yield messages
+    finally:
+        _CAPTURED.reset(token)
+
+
+def send(client: redis.Redis, messages: list[Message]) -> None:
+    """Send captured messages in one round trip."""
+    if not messages:
+        return
+    with client.pipeline(transaction=False) as pipe:
+        for queue, payload in messages:
+            pipe.lpush(queue, payload)
+        pipe.execute()
+
+
+class Channel(kombu_redis.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._tables: dict[str, list[tuple[str, ...]]] = {}
+        self._sync_client: redis.Redis | None = None
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def get_table(self, exchange: str) -> list[tuple[str, ...]]:
+        table = self._tables.get(exchange)
+        if table is None:
+            table = super().get_table(exchange)  # type: ignore[no-untyped-call]
+            if [tuple(t) for t in table] == [(exchange, "", exchange)]:
+                self._tables[exchange] = table
+        return table
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        if self._sync_client is None:
+            self._sync_client = super()._create_client()  # type: ignore[no-untyped-call]
+        return self._sync_client
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        captured = _CAPTURED.get()
+        if captured is None:
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+            return
+        priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
+        captured.append((self._q_for_pri(queue, priority), dumps(message)))  # type: ignore[no-untyped-call]
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel

@@ -27,6 +27,6 @@ tools:
 test: lint tools
 	$(VENV)/bin/pytest
 
+# Braid against BentoML (installed into its own venv under .braid/bench on first use)
 bench: $(STAMP)
-	$(PY) -m bench
-	$(PY) -m bench --lean
+	$(PY) -m bench --against bentoml

@@ -1,177 +1,202 @@
-"""`python -m bench` (or `make bench`): start Braid with the no-op services, measure.
+"""`python -m bench [--against bentoml]` (`make bench` runs the comparison): serve the same
+graphs, drive them with the same load client, print a table.
 
-For 1-step, 3-step graph (A, then B and C in parallel, joined) and 10-step chain pipelines,
-at concurrency 1 and 8 for a fixed duration each: through the REST API as two requests
-(`rest`: submit, then a pushed long-poll wait), as one (`rest-1`: submit with `?wait=`), and
-through the Python client: p50/p99 latency, jobs/s, and the ratio to calling the same
-functions in-process. Then the API's submission rate alone.
+Workloads: the no-op graph (A, then B and C in parallel, joined: what a framework costs per
+hop) and the seed inference graph (two tiny generators in parallel, a BERT score per generated
+text, the same stand-in models and settings on both sides). For each, at 1 and 8 closed-loop
+clients for a fixed time after a short warm-up: p50, p99, jobs/s, and the CPU all of the
+system's processes used per job and per hop. With ``--against bentoml`` each cell runs on Braid,
+then on BentoML, interleaved, over ``--rounds`` rounds (figures are medians); without it Braid
+runs alone, with a 1-step and a 10-step no-op pipeline too. Last, Braid's submission rate
+alone: jobs accepted per second without waiting for them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import os
+import contextlib
+import math
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import httpx
 
-from app import AsyncClient
-from bench.services import in_process
-
-ROOT = Path(__file__).resolve().parent.parent
-PAYLOAD = {"text": "hello", "n": 1}
-BENTOML = {"noop-graph": (13.0, 100.0)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench import report
+from bench.load import Window, closed_loop
+from bench.systems import (
+    Braid,
+    System,
+    bootstrap_models,
+    ready,
+    start_braid,
+    state_dir,
+    stop_all,
+)
+from bench.workloads import ALL, NOOP_1, PEERED, SEED_GRAPH, Workload
 
 
-def _start(state: Path, lean: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAID_")}
-    env.update({"BRAID_STATE_DIR": str(state), "BRAID_API_PORT": str(port),
-                "BRAID_FLOWER_PORT": str(_free_port()),
-                "BRAID_EMBEDDED_REDIS_PORT": str(_free_port()),
-                "BRAID_MODELS_DIR": str(ROOT / ".braid" / "models"),
-                "BRAID_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
-    if lean:
-        env.update({"BRAID_TASK_EVENTS": "0", "BRAID_FLOWER": "0"})
-    log = open(state / "up.log", "wb")  # noqa: SIM115 - the process owns it
-    # only the no-op services: model workers loading in the background would skew the figures
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--app", "bench.services"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}"
+async def _cell(system: System, workload: Workload, clients: int, seconds: float,
+                warmup: float) -> Window:
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+
+        async def one() -> Any:
+            return await system.call(http, workload)
+
+        if warmup:
+            await closed_loop(clients, warmup, one)
+        before = system.cpu_s()
+        window = await closed_loop(clients, seconds, one)
+        after = system.cpu_s()
+    if before is not None and after is not None:
+        window.cpu_s = after - before
+    return window
 
 
-async def _ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-        while time.monotonic() < deadline:
-            try:
-                job = (await http.post("/v1/pipelines/noop-graph/jobs",
-                                       json={"payload": PAYLOAD})).json()["id"]
-                view = (await http.get(f"/v1/jobs/{job}", params={"wait": 5})).json()
-                if view["state"] == "succeeded":
-                    return
-            except (httpx.HTTPError, KeyError):
-                pass
-            await asyncio.sleep(0.5)
-    raise SystemExit("Braid did not come up; see the state dir's up.log")
+def _line(system: System, workload: Workload, clients: int, w: Window) -> str:
+    cpu = w.cpu_ms_per_job
+    text = (f"{system.name:<8} {workload.name:<16} c={clients:<2} n={len(w.latencies):<5} "
+            f"p50={w.p50_ms:7.2f} ms  p99={w.p99_ms:7.2f} ms  {w.rate:7.1f} jobs/s")
+    if cpu is not None:
+        text += f"  CPU {cpu:6.2f} ms/job {cpu / workload.hops:5.2f} ms/hop"
+    if w.errors:
+        text += f"  errors={w.errors} (first: {w.first_error})"
+    return text
 
 
-async def _load(concurrency: int, seconds: float, one: Callable[[], Awaitable[None]]
-                ) -> list[float]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    async def client() -> None:
-        while time.monotonic() < stop:
-            started = time.perf_counter()
-            await one()
-            latencies.append(time.perf_counter() - started)
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return latencies
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats to 1e-5: both systems ran the same models with the same settings."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
-def _in_process_s(name: str) -> float:
-    n = 20000
-    started = time.perf_counter()
-    for _ in range(n):
-        in_process(name, PAYLOAD)
-    return (time.perf_counter() - started) / n
+async def _compare_outputs(systems: Sequence[System]) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        outputs = [await s.call(http, SEED_GRAPH) for s in systems]
+    verdict = "the same" if _same(outputs[0], outputs[1]) else "DIFFERENT"
+    print(f"seed graph outputs are {verdict} on both systems: {outputs[0]}"
+          + ("" if verdict == "the same" else f" vs {outputs[1]}"), flush=True)
 
 
-def _row(label: str, latencies: list[float], seconds: float, inproc: float,
-         pipeline: str, concurrency: int) -> None:
-    latencies.sort()
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    rate = len(latencies) / seconds
-    line = (f"{label:<8} {pipeline:<14} c={concurrency:<2} n={len(latencies):<5} "
-            f"p50={p50:7.2f} ms  p99={p99:7.2f} ms  {rate:7.1f} jobs/s  "
-            f"x{p50 / 1000 / inproc:,.0f} in-process")
-    if pipeline in BENTOML:
-        ref_p50, ref_rate = BENTOML[pipeline]
-        line += (f"  | vs BentoML p50 {p50 / ref_p50:.2f}x" if concurrency == 1 else
-                 f"  | vs BentoML rate {rate / ref_rate:.2f}x")
-    print(line, flush=True)
-
-
-async def _measure(url: str, seconds: float) -> None:
-    pipelines = ["noop-1", "noop-graph", "noop-chain-10"]
-    async with httpx.AsyncClient(base_url=url, timeout=30,
-                                 limits=httpx.Limits(max_connections=32)) as http, \
-            AsyncClient(url) as braid:
-
-        async def rest(name: str) -> None:
-            response = await http.post(f"/v1/pipelines/{name}/jobs", json={"payload": PAYLOAD})
-            job = response.json()["id"]
-            view = (await http.get(f"/v1/jobs/{job}", params={"wait": 30})).json()
-            assert view["state"] == "succeeded", view
-
-        async def rest_once(name: str) -> None:
-            response = await http.post(f"/v1/pipelines/{name}/jobs", params={"wait": 30},
-                                       json={"payload": PAYLOAD})
-            assert response.json()["state"] == "succeeded", response.text
-
-        async def client(name: str) -> None:
-            await (await braid.submit(name, payload=PAYLOAD)).result(timeout=30)
-
-        for name in pipelines:
-            inproc = _in_process_s(name)
-            for concurrency in (1, 8):
-                for label, fn in (("rest", rest), ("rest-1", rest_once), ("client", client)):
-                    lat = await _load(concurrency, seconds, functools.partial(fn, name))
-                    _row(label, lat, seconds, inproc, name, concurrency)
+async def _submit_rate(braid: Braid, clients: int, seconds: float) -> str:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients + 4)) as http:
 
         async def accept() -> None:
-            response = await http.post("/v1/pipelines/noop-1/jobs", json={"payload": PAYLOAD})
-            assert response.status_code == 202
+            await braid.submit(http, NOOP_1)
 
-        lat = await _load(8, seconds, accept)
-        print(f"submit   noop-1         c=8  {len(lat) / seconds:7.1f} jobs accepted/s  "
-              f"p50={statistics.median(lat) * 1000:.2f} ms", flush=True)
+        w = await closed_loop(clients, seconds, accept)
+    return (f"Braid submit rate ({NOOP_1.name}, submit only, c={clients}): {w.rate:.0f} jobs "
+            f"accepted/s, p50 {w.p50_ms:.2f} ms, errors {w.errors} (goal >= 1000/s)")
+
+
+async def _measure(systems: Sequence[System], workloads: Sequence[Workload],
+                   args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    await asyncio.gather(*(ready(s, tuple(workloads)) for s in systems))
+    print(f"{' and '.join(s.name for s in systems)} ready after {time.monotonic() - started:.0f} s;"
+          f" {args.seconds:g} s per cell after {args.warmup:g} s warm-up, {args.rounds} round(s)",
+          flush=True)
+    if len(systems) == 2:
+        await _compare_outputs(systems)
+    cells: report.Cells = {}
+    for round_ in range(args.rounds):
+        print(f"-- round {round_ + 1}/{args.rounds}", flush=True)
+        for workload in workloads:
+            for clients in args.clients:
+                for system in systems:  # interleaved: load drifts on a shared machine
+                    w = await _cell(system, workload, clients, args.seconds, args.warmup)
+                    cells.setdefault((workload.name, clients, system.name), []).append(w)
+                    print(_line(system, workload, clients, w), flush=True)
+    braid = next(s for s in systems if isinstance(s, Braid))
+    rate = await _submit_rate(braid, args.submit_clients, args.seconds)
+    table = report.rows(cells, workloads, args.clients, [s.name for s in systems])
+    print(f"\n{report.aligned(table)}\n\n{rate}\n\nMarkdown:\n\n{report.markdown(table)}\n\n"
+          f"{rate}", flush=True)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("give a number >= 1")
+    return value
+
+
+def _clients(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give client counts >= 1, e.g. 1,8")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", choices=["bentoml"], default=None,
+                        help="also serve the graphs on this peer and print Braid/peer ratios")
+    parser.add_argument("--seconds", type=float, default=8.0, help="load window per cell")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load before each")
+    parser.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds; medians")
+    parser.add_argument("--clients", type=_clients, default=[1, 8], help="e.g. 1,8")
+    parser.add_argument("--submit-clients", type=_positive, default=8, help="for the submit rate")
+    parser.add_argument("--lean", action="store_true",
+                        help="Braid without task events and Flower (BRAID_TASK_EVENTS=0, "
+                             "BRAID_FLOWER=0)")
+    parser.add_argument("--url", default=None,
+                        help="measure a running Braid instead (alone; no CPU figures)")
+    return parser
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so every started process is stopped
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
-    parser.add_argument("--url", default=None, help="measure a running Braid instead")
-    parser.add_argument("--lean", action="store_true",
-                        help="without task events and Flower (BRAID_TASK_EVENTS=0, BRAID_FLOWER=0)")
-    args = parser.parse_args()
+    args = _parser().parse_args()
+    if args.url and args.against:
+        raise SystemExit("--url measures a running Braid alone; leave out --against")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    workloads = PEERED if args.against else ALL
     if args.url:
-        asyncio.run(_measure(args.url, args.seconds))
+        asyncio.run(_measure([Braid(args.url, [])], workloads, args))
         return
-    with tempfile.TemporaryDirectory(prefix="braid-bench-") as state:
-        proc, url = _start(Path(state), args.lean)
+    root = state_dir()
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    bootstrap_models()
+    venv = None
+    if args.against:
+        from bench.peer import ensure_venv
+
+        venv = ensure_venv(root, logs)
+    systems: list[System] = []
+    with contextlib.ExitStack() as stack:
+        state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="braid-bench-")))
+        stack.callback(stop_all, systems)
+        braid = start_braid(state, logs, args.lean)
+        systems.append(braid)
+        if venv is not None:
+            from bench.peer import start_bentoml
+
+            systems.append(start_bentoml(venv, root, logs, workloads))
+        mode = "lean: no task events, no Flower" if args.lean else "`braid up` defaults"
+        print(f"Braid ({mode}) at {braid.url}; logs in {logs}", flush=True)
         try:
-            asyncio.run(_ready(url))
-            mode = "lean: no task events, no Flower" if args.lean else "default: events and Flower on"
-            print(f"Braid at {url} ({mode}); {args.seconds:g} s per measurement", flush=True)
-            asyncio.run(_measure(url, args.seconds))
-        finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            asyncio.run(_measure(systems, workloads, args))
+        except KeyboardInterrupt:
+            print("interrupted; stopping", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -76,15 +76,3 @@ def noop_chain_10(payload: dict[str, Any]) -> Value[dict[str, Any]]:
         value = step((NoopA.run, NoopB.run, NoopC.run)[(i + 1) % 3], value)
     return value
 
-
-def in_process(name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The same functions called directly, for the ratio."""
-    if name == "noop-1":
-        return a(payload)
-    if name == "noop-graph":
-        first = a(payload)
-        return join(b(first), c(first))
-    value = payload
-    for _ in range(10):
-        value = a(value)
-    return value

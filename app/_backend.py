@@ -19,13 +19,19 @@ from celery.canvas import maybe_signature
 
 from app._jobs import _lua
 from app._protocol import chord_parts_key, chord_size_key
+from app._transport import captured
 
 __all__ = ["Backend"]
 
 
 class Backend(RedisBackend):  # type: ignore[misc]
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        self.client.set(chord_size_key(group_id), chord_size, ex=self._chord_ttl())
+        key, ttl = chord_size_key(group_id), self._chord_ttl()
+        commands = captured()
+        if commands is not None:  # written with the chord's messages, in the same round trip
+            commands.append(("SET", key, chord_size, "EX", ttl))
+            return
+        self.client.set(key, chord_size, ex=ttl)
 
     def _chord_ttl(self) -> int:
         return int(self.chord_expires or 86400)

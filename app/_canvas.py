@@ -14,7 +14,15 @@ from celery.canvas import Signature
 
 from app._jobs import NewJob
 from app._pipeline import Node, Parallel, Pipeline, Series, Tree
-from app._protocol import StepCall, StepField, input_ref, output_ref, ref_spec, step_field
+from app._protocol import (
+    StepCall,
+    StepField,
+    input_ref,
+    message_repr,
+    output_ref,
+    ref_spec,
+    step_field,
+)
 from app._registry import CORE
 
 __all__ = ["build", "new_job"]
@@ -36,7 +44,7 @@ def _call(pipeline: Pipeline, node: Node) -> StepCall:
 def _signature(celery: Celery, name: str, queue: str, job: str, step: str,
                call: StepCall) -> Signature:
     return celery.signature(name, args=(job, step, call.to_wire()), queue=queue,
-                            immutable=True, ignore_result=True)
+                            immutable=True, ignore_result=True, **message_repr(job, step))
 
 
 def _leaf(celery: Celery, pipeline: Pipeline, job: str, node: Node,

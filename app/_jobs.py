@@ -218,10 +218,10 @@ class JobStore:
         self._end = client.register_script(_lua("end", "end_job"))
 
     async def create(self, job: str, new: NewJob, blobs: Mapping[str, str],
-                     messages: Sequence[tuple[str, str]] = ()) -> float:
-        """Write job ``job`` and publish its first ``messages`` (queue, payload) in one
-        ``MULTI``: one round trip, and a job is never half published. Returns its creation
-        time."""
+                     publish: Sequence[tuple[str | int, ...]] = ()) -> float:
+        """Write job ``job`` and the Redis commands that publish its first messages (see
+        :func:`app._transport.capture`) in one ``MULTI``: one round trip, and a job is never
+        half published. Returns its creation time."""
         now = time.time()
         keys = job_keys(job)
         steps = {f"{s}|{k}": v for s, fields in new.steps.items() for k, v in fields.items()}
@@ -244,8 +244,8 @@ class JobStore:
                 pipe.set(key, payload, ex=self.ttl_s)
             pipe.zadd(JOBS, {job: now})
             pipe.zadd(DEADLINES, {job: now + new.deadline_s})
-            for queue, payload in messages:
-                pipe.lpush(queue, payload)
+            for command in publish:
+                pipe.execute_command(*command)
             await pipe.execute()
         return now
 

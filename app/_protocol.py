@@ -242,6 +242,12 @@ def resolve(spec: Spec, lookup: Any, item: str | None) -> Any:
     return lookup(ref)
 
 
+def message_repr(job: str, step: str) -> dict[str, str]:
+    """What Flower and Celery's logs show of a step message's arguments: its job and step
+    (Celery would otherwise render the whole call for every message it sends)."""
+    return {"argsrepr": f"({job!r}, {step!r})", "kwargsrepr": "{}"}
+
+
 @dataclass(frozen=True)
 class StepCall:
     """What a step's message says besides its job and step name.

@@ -39,7 +39,7 @@ from app._protocol import CANCELS, PROCESSES_PREFIX, alive_key, inflight_key, pr
 from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
-from app._step import Worker, run_map, run_step
+from app._step import StepTask, Worker, run_map, run_step
 
 __all__ = ["NODE_ENV", "device", "live_processes", "register", "select_device"]
 
@@ -249,8 +249,8 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
     celery.braid_settings = settings
     limits = {"soft_time_limit": svc.timeout,
               "time_limit": svc.timeout + settings.time_limit_grace_s}
-    common = {"bind": True, "ignore_result": True, "typing": False, "Request": StepRequest,
-              **limits}
+    common = {"bind": True, "base": StepTask, "ignore_result": True, "typing": False,
+              "Request": StepRequest, **limits}
     for spec in svc.apis.values():
         def run(task: Task, job: str, step: str, call: dict[str, Any], _spec: ApiSpec = spec) -> None:
             run_step(_current(), task, svc, _spec, job, step, call)

@@ -8,10 +8,11 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Three
   replies of control commands bind a new queue per client) are read every time.
 * **One client per channel** for acks and the unacked bookkeeping (kombu builds a new
   client object for each).
-* **Captured publishes.** Inside :func:`capture`, messages are collected instead of sent,
-  so that the caller can write them in a round trip of its own: the API writes a new job's
-  first messages in the same ``MULTI`` as the job (nothing half published), and a map's
-  elements go out in one pipeline.
+* **Captured publishes.** Inside :func:`capture`, what publishing writes to Redis (the
+  messages, and a chord's size, see :mod:`app._backend`) is collected instead of sent, so
+  that the caller can write it in a round trip of its own: the API writes a new job's first
+  messages in the same ``MULTI`` as the job (nothing half published), and a map's elements
+  go out in one pipeline.
 """
 
 from __future__ import annotations
@@ -27,31 +28,36 @@ from kombu.utils.json import dumps
 
 __all__ = ["Transport", "capture", "send"]
 
-Message = tuple[str, str]
-"""A captured publish: the Redis list it goes to, and its payload."""
+Command = tuple[str | int, ...]
+"""A captured Redis command, e.g. ``("LPUSH", queue, payload)``."""
 
-_CAPTURED: contextvars.ContextVar[list[Message] | None] = contextvars.ContextVar(
+_CAPTURED: contextvars.ContextVar[list[Command] | None] = contextvars.ContextVar(
     "braid_captured_publishes", default=None)
 
 
 @contextlib.contextmanager
-def capture() -> Iterator[list[Message]]:
-    """Collect, instead of sending, what this thread (or task) publishes to queues."""
-    messages: list[Message] = []
-    token = _CAPTURED.set(messages)
+def capture() -> Iterator[list[Command]]:
+    """Collect, instead of sending, what this thread (or task) publishes."""
+    commands: list[Command] = []
+    token = _CAPTURED.set(commands)
     try:
-        yield messages
+        yield commands
     finally:
         _CAPTURED.reset(token)
 
 
-def send(client: redis.Redis, messages: list[Message]) -> None:
-    """Send captured messages in one round trip."""
-    if not messages:
+def captured() -> list[Command] | None:
+    """The commands being captured here, or None when publishing goes straight to Redis."""
+    return _CAPTURED.get()
+
+
+def send(client: redis.Redis, commands: list[Command]) -> None:
+    """Send captured commands in one round trip."""
+    if not commands:
         return
     with client.pipeline(transaction=False) as pipe:
-        for queue, payload in messages:
-            pipe.lpush(queue, payload)
+        for command in commands:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         pipe.execute()
 
 
@@ -82,7 +88,7 @@ class Channel(kombu_redis.Channel):
             super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
             return
         priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
-        captured.append((self._q_for_pri(queue, priority), dumps(message)))  # type: ignore[no-untyped-call]
+        captured.append(("LPUSH", self._q_for_pri(queue, priority), dumps(message)))  # type: ignore[no-untyped-call]
 
 
 class Transport(kombu_redis.Transport):

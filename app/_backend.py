@@ -1,12 +1,14 @@
-"""Braid's Celery result backend: Redis, with chord joins that cost one round trip a part.
+"""Braid's Celery result backend: Redis, with chord joins that cost no round trip of their own.
 
 Braid never reads Celery results (values travel through each job's data hash, and every
 signature is immutable), so a chord only has to know when its last header task finished:
-each part adds its task id to the chord's set and reads the set's size in one script
-(``chord_part.lua``); the part that completes it publishes the body. A redelivered part is
-counted once (a set, not a counter). A part that failed has already failed its job, so the
-body never runs. Celery's own chord bookkeeping on Redis takes up to six round trips for the
-last part (results, claim, cleanup) and two to set the chord's size.
+each part adds its task id to the chord's set and compares the set's size with the chord's;
+the part that completes it publishes the body. A step does this inside its own finish
+(``finish_step.lua``); other tasks (Celery's own, in a chord) here, in one script
+(``chord_part.lua``). A redelivered part is counted once (a set, not a counter). A part that
+failed has already failed its job, so the body never runs. Celery's own chord bookkeeping on
+Redis takes up to six round trips for the last part (results, claim, cleanup) and two to set
+the chord's size.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ __all__ = ["Backend"]
 
 class Backend(RedisBackend):  # type: ignore[misc]
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        key, ttl = chord_size_key(group_id), self._chord_ttl()
+        key, ttl = chord_size_key(group_id), self.chord_ttl()
         commands = captured()
         if commands is not None:  # written with the chord's messages, in the same round trip
             commands.append(("SET", key, chord_size, "EX", ttl))
             return
         self.client.set(key, chord_size, ex=ttl)
 
-    def _chord_ttl(self) -> int:
+    def chord_ttl(self) -> int:
+        """How long a chord's bookkeeping lives in Redis."""
         return int(self.chord_expires or 86400)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any,
@@ -45,7 +48,7 @@ class Backend(RedisBackend):  # type: ignore[misc]
         if script is None:
             script = self._braid_part = self.client.register_script(_lua("chord_part"))
         complete = script(keys=[chord_parts_key(group), chord_size_key(group)],
-                          args=[task, self._chord_ttl()])
+                          args=[task, self.chord_ttl()])
         if complete:
             body = maybe_signature(request.chord, app=self.app)
             self.app.amqp._retry_publish(body.delay, [])

@@ -56,7 +56,7 @@ class Hook:
         """The step is about to call the model (its inputs are read)."""
 
     def after(self, run: StepRun) -> None:
-        """The step's output is stored."""
+        """The model returned and its output is validated and encoded (it is stored next)."""
 
     def on_error(self, run: StepRun, error: BaseException) -> None:
         """The step failed, timed out, was interrupted or will be retried."""

@@ -28,6 +28,8 @@ from app._protocol import (
     JOBS,
     JobField,
     StepField,
+    chord_parts_key,
+    chord_size_key,
     data_key,
     inflight_key,
     job_key,
@@ -35,6 +37,7 @@ from app._protocol import (
     step_field,
     steps_key,
 )
+from app._transport import UNACKED, UNACKED_INDEX, settle
 
 __all__ = ["JobState", "JobStore", "NewJob", "StepRecorder", "StepStart", "new_job_id"]
 
@@ -93,6 +96,30 @@ class Expansion:
     whole: bool = False
 
 
+Command = tuple[str | int, ...]
+"""A Redis command as :func:`app._transport.capture` collects them: name, key, arguments."""
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """What a step's finish publishes: the next messages, and, for a part of a chord, the
+    chord's body (published by the part that completes the chord)."""
+
+    commands: Sequence[Command] = ()
+    chord_group: str | None = None
+    chord_task: str = ""
+    chord_ttl_s: int = 86400
+    chord_body: Sequence[Command] = ()
+
+
+def _encoded(commands: Sequence[Command], keys: list[str], args: list[Any]) -> None:
+    """finish_step.lua's layout of a command list: keys to ``keys``, the rest to ``args``."""
+    args.append(len(commands))
+    for name, key, *rest in commands:
+        keys.append(str(key))
+        args.extend([len(rest), name, *rest])
+
+
 def _flags(sink: bool, whole: bool, counts: bool) -> str:
     return ("s" if sink else "") + ("w" if whole else "") + ("c" if counts else "")
 
@@ -131,11 +158,12 @@ class StepRecorder:
 
     def finish(self, job: str, step: str, packed: str, *, sink: bool, whole: bool,
                counts: bool = True, tag: str = "", element_of: tuple[str, bool, bool] | None = None,
-               expansion: Expansion | None = None, **timing: Any) -> tuple[str, Any]:
-        """Store a step's output and hand off (see finish_step.lua). ``element_of`` is the
-        map (name, sink, whole) whose element this step is. Returns ('complete', output
-        spec) when the job's last sink finished and its result must be assembled, else
-        ('ok' | 'succeeded' | 'ended', None)."""
+               expansion: Expansion | None = None, handoff: HandOff = HandOff(),
+               **timing: Any) -> tuple[str, Any]:
+        """Store a step's output, hand off and settle its message ``tag`` (see
+        finish_step.lua). ``element_of`` is the map (name, sink, whole) whose element this
+        step is. Returns ('complete', output spec) when the job's last sink finished and its
+        result must be assembled, else ('ok' | 'succeeded' | 'ended', None)."""
         now = time.time()
         final = event(job, "succeeded", final=True)
         map_args: list[Any] = ["", "", ""]
@@ -148,11 +176,18 @@ class StepRecorder:
             expand_args = [name, event(job, "expanded", name, size=len(expansion.items)),
                            _flags(expansion.sink, expansion.whole, False),
                            event(job, "succeeded", name), len(expansion.items), *expansion.items]
-        reply = self._finish(
-            keys=[*job_keys(job), self.inflight, DEADLINES],
-            args=[step, now, job, EVENTS, packed, _flags(sink, whole, counts), tag,
-                  event(job, "succeeded", step, **timing), final, *map_args, *expand_args],
-        )
+        group = handoff.chord_group or ""
+        keys = [*job_keys(job), self.inflight, DEADLINES, UNACKED, UNACKED_INDEX,
+                chord_parts_key(group), chord_size_key(group)]
+        args: list[Any] = [step, now, job, EVENTS, packed, _flags(sink, whole, counts), tag,
+                           event(job, "succeeded", step, **timing), final, *map_args,
+                           *expand_args, handoff.chord_task if group else "",
+                           handoff.chord_ttl_s]
+        _encoded(handoff.commands, keys, args)
+        _encoded(handoff.chord_body, keys, args)
+        reply = self._finish(keys=keys, args=args)
+        if tag:
+            settle(tag)
         return reply[0].decode(), (reply[1] if len(reply) > 1 else None)
 
     def succeed(self, job: str, result: str) -> None:

@@ -12,11 +12,9 @@ import redis.asyncio as aioredis
 
 from app._protocol import alive_key
 from app._service import ServiceSpec
+from app._transport import UNACKED
 
 __all__ = ["QueueStats", "queue_stats"]
-
-UNACKED = "unacked"
-"""kombu's Redis transport keeps every delivered, unacked message in this hash."""
 
 
 @dataclass(frozen=True)

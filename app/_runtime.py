@@ -24,7 +24,6 @@ import redis
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from celery.worker.request import Request
-from kombu.transport.redis import Channel as _RedisChannel
 
 from app._hooks import (
     Hooks,
@@ -40,6 +39,7 @@ from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 from app._step import StepTask, Worker, run_map, run_step
+from app._transport import UNACKED_INDEX
 
 __all__ = ["NODE_ENV", "device", "live_processes", "register", "select_device"]
 
@@ -47,10 +47,6 @@ log = logging.getLogger("braid.worker")
 
 NODE_ENV = "BRAID_NODE"
 """The worker's node name, set by ``braid worker`` for its pool processes."""
-
-_UNACKED_INDEX = _RedisChannel.unacked_index_key
-"""kombu's sorted set of delivered, unacked messages (delivery tag -> delivery time)."""
-
 
 def _node(service: str) -> str:
     return os.environ.get(NODE_ENV) or f"{service}@{socket.gethostname()}"
@@ -198,7 +194,7 @@ def reclaim(client: redis.Redis, node: str) -> int:
     """Hand back at once the messages the dead worker ``node`` was running (see
     reclaim.lua); returns how many were still unacked."""
     script = client.register_script(_lua("reclaim"))
-    return int(script(keys=[inflight_key(node), _UNACKED_INDEX]))
+    return int(script(keys=[inflight_key(node), UNACKED_INDEX]))
 
 
 def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Event) -> None:

@@ -16,13 +16,13 @@ from typing import Any
 
 import redis
 from celery import Task, chord, group
-from celery.canvas import Signature, signature
+from celery.canvas import Signature, maybe_signature, signature
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from app import _codec
 from app._hooks import Hooks, Interrupt, Interrupts, StepRun
-from app._jobs import Expansion, StepRecorder
+from app._jobs import Expansion, HandOff, StepRecorder
 from app._protocol import (
     StepCall,
     StepField,
@@ -150,19 +150,41 @@ def _elements(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -
     ]
 
 
-def _fan_out(w: Worker, task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
+def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
     """Continue the canvas with the map's elements: a chord whose body is what follows in
     the chain (so no collecting task is needed: the last element to finish records the
-    map's output), or a group when nothing follows. The elements go out in one round trip."""
+    map's output), or a group when nothing follows."""
     header = _elements(task, job, map_step, map_call, n)
     rest = task.request.chain
     if rest:
         replacement: Signature = chord(header, signature(rest.pop(), app=task.app))
     else:
         replacement = group(header)
+    task.replace(replacement)
+
+
+def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None) -> HandOff:
+    """The messages that follow this step, built by Celery's canvas but captured, so that
+    the step's finish publishes them in its own round trip. Celery then has nothing left
+    to publish for this task (its request's chain and chord are cleared)."""
+    request = task.request
     with capture() as commands:
-        task.replace(replacement)
-    send(w.client, commands)
+        if expansion is not None and expansion.items:
+            assert call.expands is not None
+            _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items))
+        elif request.chain:
+            # what Celery's tracer does after a task returns
+            following = signature(request.chain[-1], app=task.app)
+            following.apply_async(chain=request.chain[:-1], parent_id=request.id,
+                                  root_id=request.root_id or request.id)
+            request.chain = None
+    if not (request.chord and request.group):
+        return HandOff(commands)
+    with capture() as body:
+        maybe_signature(request.chord, app=task.app).delay()
+    part = HandOff(commands, request.group, request.id, task.backend.chord_ttl(), body)
+    request.chord = None
+    return part
 
 
 def _expansion(call: StepCall, output: Any) -> Expansion | None:
@@ -184,6 +206,9 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
     fields = call.reads()
     start = w.recorder.start(job, step, task.request.id, w.node, tag, fields, call.ready_after)
     if start.action == "done":
+        # a duplicate of a step that finished: its finish handed off already
+        request = task.request
+        request.chain = request.chord = request.callbacks = None
         return
     if start.action != "run":
         log.debug("step %s of job %s skipped: the job is %s", step, job, start.action)
@@ -246,12 +271,9 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
     status, output_spec = w.recorder.finish(
         job, step, packed, sink=call.sink and element_of is None,
         whole=call.whole and element_of is None, tag=tag, element_of=element_of,
-        expansion=expansion, **run.timing())
+        expansion=expansion, handoff=_hand_off(task, job, call, expansion), **run.timing())
     if status == "complete":
         _assemble(w, job, output_spec.decode())
-    if expansion is not None and expansion.items and status not in ("ended", "succeeded"):
-        assert call.expands is not None
-        _fan_out(w, task, job, call.expands[0], call.expands[1], len(expansion.items))
 
 
 def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, Any]) -> None:
@@ -282,5 +304,7 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
         if status == "complete":
             _assemble(w, job, output_spec.decode())
         return
-    _fan_out(w, task, job, step, call, len(items))
+    with capture() as commands:
+        _fan_out(task, job, step, call, len(items))
+    send(w.client, commands)
 

@@ -8,6 +8,9 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Three
   replies of control commands bind a new queue per client) are read every time.
 * **One client per channel** for acks and the unacked bookkeeping (kombu builds a new
   client object for each).
+* **Settled acks.** A step's ``finish_step.lua`` removes its own message from kombu's unacked
+  bookkeeping in the same script that hands off (:func:`settle`); kombu's ack of that message
+  then costs no round trip.
 * **Captured publishes.** Inside :func:`capture`, what publishing writes to Redis (the
   messages, and a chord's size, see :mod:`app._backend`) is collected instead of sent, so
   that the caller can write it in a round trip of its own: the API writes a new job's first
@@ -24,9 +27,22 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-__all__ = ["Transport", "capture", "send"]
+__all__ = ["UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "send", "settle"]
+
+UNACKED: str = kombu_redis.Channel.unacked_key
+"""kombu's hash of delivered, unacked messages (delivery tag -> message)."""
+UNACKED_INDEX: str = kombu_redis.Channel.unacked_index_key
+"""kombu's sorted set of delivered, unacked messages (delivery tag -> delivery time)."""
+
+_SETTLED: set[str] = set()
+
+
+def settle(tag: str) -> None:
+    """Say that the message ``tag`` left kombu's unacked bookkeeping in Redis already."""
+    _SETTLED.add(tag)
 
 Command = tuple[str | int, ...]
 """A captured Redis command, e.g. ``("LPUSH", queue, payload)``."""
@@ -61,7 +77,18 @@ def send(client: redis.Redis, commands: list[Command]) -> None:
         pipe.execute()
 
 
+class QoS(kombu_redis.QoS):
+    def ack(self, delivery_tag: str) -> None:
+        if delivery_tag in _SETTLED:
+            _SETTLED.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)  # the in-memory part only
+            return
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tables: dict[str, list[tuple[str, ...]]] = {}
         self._sync_client: redis.Redis | None = None

@@ -1,8 +1,13 @@
--- A step succeeded: store its output and hand off, in one round trip. An element of a map
--- that is the map's last to finish also finishes the map (its output is the list of the
--- elements' outputs); a step whose output a map maps over also expands that map.
+-- A step succeeded: store its output, hand off to what follows and settle its broker
+-- message, in one round trip, atomically (a worker that dies before this ran has done
+-- nothing: its message is redelivered; after, everything is done). An element of a map that
+-- is the map's last to finish also finishes the map (its output is the list of the
+-- elements' outputs); a step whose output a map maps over also expands that map; a part of
+-- a chord that completes it publishes the chord's body.
 -- KEYS[1] job record   KEYS[2] job steps   KEYS[3] job data   KEYS[4] the worker's inflight hash
--- KEYS[5] deadlines
+-- KEYS[5] deadlines   KEYS[6] kombu's unacked hash   KEYS[7] kombu's unacked index
+-- KEYS[8] the chord's finished parts   KEYS[9] the chord's size (unused if not a chord part)
+-- KEYS[10 ..] the key of each command below, in order
 -- ARGV[1] step   ARGV[2] now   ARGV[3] job id   ARGV[4] events channel
 -- ARGV[5] output (wire text)   ARGV[6] flags: 's' a sink, 'w' its output is the whole
 --         result, 'c' it counts in progress   ARGV[7] broker delivery tag ('' if none)
@@ -12,16 +17,42 @@
 -- ARGV[13] map to expand over this output ('' if none)   ARGV[14] its expanded event
 -- ARGV[15] that map's flags   ARGV[16] its succeeded event (it succeeds at once if empty)
 -- ARGV[17] n elements   ARGV[18 .. 17+n] the elements (wire text)
+-- ARGV[18+n] this step's task id if it is a part of a chord ('' if not)   ARGV[19+n] chord ttl
+-- then two lists of Redis commands: the hand-off (the next messages), and the chord's body
+-- (published only by the part that completes the chord). Each list: its length, then per
+-- command its argument count c, its name and c arguments; its key is the next KEYS entry.
 -- Returns {'ok'}, {'ended'} if the job is not running any more, {'succeeded'} if this
 -- made the job succeed, or {'complete', output spec} when the job's last sink finished and
 -- its result must be assembled.
 local job, steps, data, inflight, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local s, now, id, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local s, now, id, channel, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
+local n = tonumber(ARGV[17])
+
+local cursor, key = 20 + n, 10
+local function commands()
+  local count = tonumber(ARGV[cursor])
+  cursor = cursor + 1
+  local out = {}
+  for _ = 1, count do
+    local argc = tonumber(ARGV[cursor])
+    local command = {ARGV[cursor + 1], KEYS[key]}
+    for a = 1, argc do command[#command + 1] = ARGV[cursor + 1 + a] end
+    out[#out + 1] = command
+    cursor, key = cursor + 2 + argc, key + 1
+  end
+  return out
+end
+local handoff = commands()
+local body = commands()
+
+local function run(list)
+  for i = 1, #list do redis.call(unpack(list[i])) end
+end
 
 local function sink_finished(flags, value)
   if not string.find(flags, 's', 1, true) then return {'ok'} end
-  local n = redis.call('HINCRBY', job, 'sinks_done', 1)
-  if n < tonumber(redis.call('HGET', job, 'sinks')) then return {'ok'} end
+  local done = redis.call('HINCRBY', job, 'sinks_done', 1)
+  if done < tonumber(redis.call('HGET', job, 'sinks')) then return {'ok'} end
   if string.find(flags, 'w', 1, true) then
     redis.call('HSET', job, 'state', 'succeeded', 'finished_at', now, 'result', value)
     redis.call('ZREM', deadlines, id)
@@ -31,17 +62,21 @@ local function sink_finished(flags, value)
   return {'complete', redis.call('HGET', job, 'output')}
 end
 
-if ARGV[7] ~= '' then redis.call('HDEL', inflight, ARGV[7]) end
+-- settle the message: kombu's ack of it then has nothing left to remove
+if tag ~= '' then
+  redis.call('HDEL', inflight, tag)
+  redis.call('HDEL', KEYS[6], tag)
+  redis.call('ZREM', KEYS[7], tag)
+end
 if redis.call('HGET', job, 'state') ~= 'running' then return {'ended'} end
 redis.call('HSET', data, 'o:' .. s, ARGV[5])
 redis.call('HSET', steps, s .. '|state', 'succeeded', s .. '|finished_at', now)
 if string.find(ARGV[6], 'c', 1, true) then redis.call('HINCRBY', job, 'done', 1) end
 redis.call('PUBLISH', channel, ARGV[8])
 
-local expanded = {'ok'}
+local result = {'ok'}
 local m = ARGV[13]
 if m ~= '' then
-  local n = tonumber(ARGV[17])
   redis.call('HSET', steps, m .. '|size', n, m .. '|state', 'running', m .. '|started_at', now)
   redis.call('HINCRBY', job, 'total', n)
   for i = 1, n do
@@ -54,7 +89,7 @@ if m ~= '' then
     redis.call('HSET', data, 'o:' .. m, '[]')
     redis.call('HSET', steps, m .. '|state', 'succeeded', m .. '|finished_at', now)
     redis.call('PUBLISH', channel, ARGV[16])
-    expanded = sink_finished(ARGV[15], '[]')
+    result = sink_finished(ARGV[15], '[]')
   end
 end
 
@@ -62,15 +97,30 @@ local map = ARGV[10]
 if map ~= '' then
   local done = redis.call('HINCRBY', steps, map .. '|done', 1)
   local size = tonumber(redis.call('HGET', steps, map .. '|size'))
-  if done < size then return {'ok'} end
-  local fields = {}
-  for i = 1, size do fields[i] = 'o:' .. map .. '[' .. (i - 1) .. ']' end
-  local list = '[' .. table.concat(redis.call('HMGET', data, unpack(fields)), ',') .. ']'
-  redis.call('HSET', data, 'o:' .. map, list)
-  redis.call('HSET', steps, map .. '|state', 'succeeded', map .. '|finished_at', now)
-  redis.call('PUBLISH', channel, ARGV[12])
-  return sink_finished(ARGV[11], list)
+  if done == size then
+    local fields = {}
+    for i = 1, size do fields[i] = 'o:' .. map .. '[' .. (i - 1) .. ']' end
+    local list = '[' .. table.concat(redis.call('HMGET', data, unpack(fields)), ',') .. ']'
+    redis.call('HSET', data, 'o:' .. map, list)
+    redis.call('HSET', steps, map .. '|state', 'succeeded', map .. '|finished_at', now)
+    redis.call('PUBLISH', channel, ARGV[12])
+    result = sink_finished(ARGV[11], list)
+  end
+else
+  local own = sink_finished(ARGV[6], ARGV[5])
+  if own[1] ~= 'ok' then result = own end
 end
-local own = sink_finished(ARGV[6], ARGV[5])
-if own[1] ~= 'ok' then return own end
-return expanded
+
+run(handoff)
+local part = ARGV[18 + n]
+if part ~= '' then
+  -- a set, not a counter: a part is counted once however often it is delivered
+  redis.call('SADD', KEYS[8], part)
+  redis.call('EXPIRE', KEYS[8], ARGV[19 + n])
+  local size = tonumber(redis.call('GET', KEYS[9]))
+  if size ~= nil and redis.call('SCARD', KEYS[8]) >= size then
+    redis.call('DEL', KEYS[8], KEYS[9])
+    run(body)
+  end
+end
+return result

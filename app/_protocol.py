@@ -296,8 +296,9 @@ class StepCall:
             out["q"] = list(self.ready_after)
         if self.map_step is not None:
             out["m"], out["i"] = self.map_step, self.index
-        if self.over is not None:
-            out["over"], out["task"], out["queue"] = self.over, self.task, self.queue
+        for key, value in (("over", self.over), ("task", self.task), ("queue", self.queue)):
+            if value is not None:
+                out[key] = value
         if self.expands is not None:
             out["x"] = [self.expands[0], self.expands[1].to_wire()]
         return out

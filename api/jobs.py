@@ -64,7 +64,7 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
         except Exception as exc:
             raise BrokerUnavailable(f"could not store and publish the job ({exc}); nothing "
                                     "was queued, retry once Redis is back") from exc
-        braid.metrics.submitted.labels(pipeline.name).inc()
+        braid.metrics.accepted(job, pipeline.name, created)
         if wait:
             view = await until_final(braid, job, events, min(wait, braid.settings.max_wait_s))
             if view.state.final:

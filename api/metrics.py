@@ -16,12 +16,14 @@ from app._queues import QueueStats
 
 __all__ = ["Metrics"]
 
+_OPEN_LIMIT = 100_000
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._open: dict[str, tuple[str, float]] = {}
         r = self.registry
         self.submitted = Counter("braid_jobs_submitted", "Jobs accepted, by pipeline",
                                  ["pipeline"], registry=r)
@@ -45,17 +47,30 @@ class Metrics:
         self.workers = Gauge("braid_live_workers", "Workers of a service that sent a heartbeat "
                              "recently", ["service"], registry=r)
 
+    def accepted(self, job: str, pipeline: str, created: float) -> None:
+        """Count a job this process accepted, and remember it until it ends (so that its end
+        costs no read of the job)."""
+        self.submitted.labels(pipeline).inc()
+        self._open[job] = (pipeline, created)
+        if len(self._open) > _OPEN_LIMIT:  # jobs that ended while this process was away
+            self._open.pop(next(iter(self._open)))
+
     async def observe(self, event: dict[str, Any], client: Any) -> None:
         """Count one job event (called for every event on the stream)."""
         if event.get("final"):
-            pipeline, created, finished = await client.hmget(
-                job_key(event["job"]), [JobField.pipeline, JobField.created_at, JobField.finished_at])
-            if pipeline is None:
-                return
-            name = pipeline.decode()
+            known = self._open.pop(event["job"], None)
+            if known is None:  # submitted through another API process
+                pipeline, created, finished = await client.hmget(
+                    job_key(event["job"]),
+                    [JobField.pipeline, JobField.created_at, JobField.finished_at])
+                if pipeline is None:
+                    return
+                known = (pipeline.decode(), float(created or 0))
+                event = {**event, "ts": float(finished or 0)}
+            name, created_at = known
             self.finished.labels(name, event["state"]).inc()
-            if created and finished:
-                self.job_seconds.labels(name).observe(float(finished) - float(created))
+            if created_at and event.get("ts"):
+                self.job_seconds.labels(name).observe(float(event["ts"]) - created_at)
         elif "run" in event and "service" in event:
             labels = (event["service"], event["api"])
             self.step_wait.labels(*labels).observe(max(0.0, event["wait"]))

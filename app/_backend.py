@@ -3,7 +3,8 @@
 Braid never reads Celery results (values travel through each job's data hash, and every
 signature is immutable), so a chord only has to know when its last header task finished:
 each part adds its task id to the chord's set and compares the set's size with the chord's;
-the part that completes it publishes the body. A step does this inside its own finish
+the part that completes it publishes the body, whose messages were built and stored with the
+chord's size when the chord was published. A step does this inside its own finish
 (``finish_step.lua``); other tasks (Celery's own, in a chord) here, in one script
 (``chord_part.lua``). A redelivered part is counted once (a set, not a counter). A part that
 failed has already failed its job, so the body never runs. Celery's own chord bookkeeping on
@@ -13,27 +14,38 @@ the chord's size.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery import states
 from celery.backends.redis import RedisBackend
-from celery.canvas import maybe_signature
 
 from app._jobs import _lua
-from app._protocol import chord_parts_key, chord_size_key
-from app._transport import captured
+from app._protocol import chord_body_key, chord_parts_key, chord_size_key
+from app._transport import capture, captured
 
 __all__ = ["Backend"]
 
 
 class Backend(RedisBackend):  # type: ignore[misc]
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Also store the body's messages, built now (the body is frozen already), for the
+        part that completes the chord to publish from Redis: the parts need not build it."""
+        super().apply_chord(header_result_args, body, **kwargs)
+        with capture() as messages:
+            body.delay()
+        self._write(chord_body_key(header_result_args[0]), json.dumps(messages))
+
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        key, ttl = chord_size_key(group_id), self.chord_ttl()
+        self._write(chord_size_key(group_id), chord_size)
+
+    def _write(self, key: str, value: str | int) -> None:
+        ttl = self.chord_ttl()
         commands = captured()
         if commands is not None:  # written with the chord's messages, in the same round trip
-            commands.append(("SET", key, chord_size, "EX", ttl))
+            commands.append(("SET", key, value, "EX", ttl))
             return
-        self.client.set(key, chord_size, ex=ttl)
+        self.client.set(key, value, ex=ttl)
 
     def chord_ttl(self) -> int:
         """How long a chord's bookkeeping lives in Redis."""
@@ -47,8 +59,5 @@ class Backend(RedisBackend):  # type: ignore[misc]
         script = getattr(self, "_braid_part", None)
         if script is None:
             script = self._braid_part = self.client.register_script(_lua("chord_part"))
-        complete = script(keys=[chord_parts_key(group), chord_size_key(group)],
-                          args=[task, self.chord_ttl()])
-        if complete:
-            body = maybe_signature(request.chord, app=self.app)
-            self.app.amqp._retry_publish(body.delay, [])
+        script(keys=[chord_parts_key(group), chord_size_key(group), chord_body_key(group)],
+               args=[task, self.chord_ttl()])

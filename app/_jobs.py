@@ -28,6 +28,7 @@ from app._protocol import (
     JOBS,
     JobField,
     StepField,
+    chord_body_key,
     chord_parts_key,
     chord_size_key,
     data_key,
@@ -103,13 +104,12 @@ Command = tuple[str | int, ...]
 @dataclass(frozen=True)
 class HandOff:
     """What a step's finish publishes: the next messages, and, for a part of a chord, the
-    chord's body (published by the part that completes the chord)."""
+    chord's body (stored when the chord was published) if this part completes it."""
 
     commands: Sequence[Command] = ()
     chord_group: str | None = None
     chord_task: str = ""
     chord_ttl_s: int = 86400
-    chord_body: Sequence[Command] = ()
 
 
 def _encoded(commands: Sequence[Command], keys: list[str], args: list[Any]) -> None:
@@ -178,13 +178,12 @@ class StepRecorder:
                            event(job, "succeeded", name), len(expansion.items), *expansion.items]
         group = handoff.chord_group or ""
         keys = [*job_keys(job), self.inflight, DEADLINES, UNACKED, UNACKED_INDEX,
-                chord_parts_key(group), chord_size_key(group)]
+                chord_parts_key(group), chord_size_key(group), chord_body_key(group)]
         args: list[Any] = [step, now, job, EVENTS, packed, _flags(sink, whole, counts), tag,
                            event(job, "succeeded", step, **timing), final, *map_args,
                            *expand_args, handoff.chord_task if group else "",
                            handoff.chord_ttl_s]
         _encoded(handoff.commands, keys, args)
-        _encoded(handoff.chord_body, keys, args)
         reply = self._finish(keys=keys, args=args)
         if tag:
             settle(tag)

@@ -118,6 +118,11 @@ def chord_size_key(group: str) -> str:
     return f"{_PREFIX}chord:{group}:size"
 
 
+def chord_body_key(group: str) -> str:
+    """The Redis commands (JSON) that publish a chord's body, stored when it is published."""
+    return f"{_PREFIX}chord:{group}:body"
+
+
 def blob_key(token: str) -> str:
     """A value too large for a hash field or a message, stored under a key of its own."""
     return f"{_PREFIX}blob:{token}"

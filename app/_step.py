@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from celery import Task, chord, group
-from celery.canvas import Signature, maybe_signature, signature
+from celery.canvas import Signature, signature
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
@@ -180,9 +180,7 @@ def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None)
             request.chain = None
     if not (request.chord and request.group):
         return HandOff(commands)
-    with capture() as body:
-        maybe_signature(request.chord, app=task.app).delay()
-    part = HandOff(commands, request.group, request.id, task.backend.chord_ttl(), body)
+    part = HandOff(commands, request.group, request.id, task.backend.chord_ttl())
     request.chord = None
     return part
 

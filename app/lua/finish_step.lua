@@ -6,8 +6,9 @@
 -- a chord that completes it publishes the chord's body.
 -- KEYS[1] job record   KEYS[2] job steps   KEYS[3] job data   KEYS[4] the worker's inflight hash
 -- KEYS[5] deadlines   KEYS[6] kombu's unacked hash   KEYS[7] kombu's unacked index
--- KEYS[8] the chord's finished parts   KEYS[9] the chord's size (unused if not a chord part)
--- KEYS[10 ..] the key of each command below, in order
+-- KEYS[8] the chord's finished parts   KEYS[9] the chord's size   KEYS[10] the Redis commands
+-- (JSON) that publish the chord's body (these three unused if the step is not a chord part)
+-- KEYS[11 ..] the key of each hand-off command below, in order
 -- ARGV[1] step   ARGV[2] now   ARGV[3] job id   ARGV[4] events channel
 -- ARGV[5] output (wire text)   ARGV[6] flags: 's' a sink, 'w' its output is the whole
 --         result, 'c' it counts in progress   ARGV[7] broker delivery tag ('' if none)
@@ -18,9 +19,9 @@
 -- ARGV[15] that map's flags   ARGV[16] its succeeded event (it succeeds at once if empty)
 -- ARGV[17] n elements   ARGV[18 .. 17+n] the elements (wire text)
 -- ARGV[18+n] this step's task id if it is a part of a chord ('' if not)   ARGV[19+n] chord ttl
--- then two lists of Redis commands: the hand-off (the next messages), and the chord's body
--- (published only by the part that completes the chord). Each list: its length, then per
--- command its argument count c, its name and c arguments; its key is the next KEYS entry.
+-- then the hand-off (the next messages) as Redis commands: how many, then per command its
+-- argument count c, its name and c arguments; its key is the next KEYS entry. (The chord's
+-- body, stored when the chord was published, names its queues itself.)
 -- Returns {'ok'}, {'ended'} if the job is not running any more, {'succeeded'} if this
 -- made the job succeed, or {'complete', output spec} when the job's last sink finished and
 -- its result must be assembled.
@@ -28,7 +29,7 @@ local job, steps, data, inflight, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local s, now, id, channel, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
 local n = tonumber(ARGV[17])
 
-local cursor, key = 20 + n, 10
+local cursor, key = 20 + n, 11
 local function commands()
   local count = tonumber(ARGV[cursor])
   cursor = cursor + 1
@@ -43,7 +44,6 @@ local function commands()
   return out
 end
 local handoff = commands()
-local body = commands()
 
 local function run(list)
   for i = 1, #list do redis.call(unpack(list[i])) end
@@ -119,8 +119,9 @@ if part ~= '' then
   redis.call('EXPIRE', KEYS[8], ARGV[19 + n])
   local size = tonumber(redis.call('GET', KEYS[9]))
   if size ~= nil and redis.call('SCARD', KEYS[8]) >= size then
-    redis.call('DEL', KEYS[8], KEYS[9])
-    run(body)
+    local body = redis.call('GET', KEYS[10])
+    redis.call('DEL', KEYS[8], KEYS[9], KEYS[10])
+    if body then run(cjson.decode(body)) end
   end
 end
 return result

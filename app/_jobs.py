@@ -136,10 +136,10 @@ class StepRecorder:
         self.inflight = inflight_key(node)
         self.inflight_ttl_s = inflight_ttl_s
         self._start = client.register_script(_lua("start_step"))
-        self._finish = client.register_script(_lua("finish_step"))
+        self._finish = client.register_script(_lua("finish_step", "expand_map"))
         self._succeed = client.register_script(_lua("succeed"))
         self._fail = client.register_script(_lua("fail_step", "end_job"))
-        self._expand = client.register_script(_lua("expand"))
+        self._expand = client.register_script(_lua("expand", "expand_map"))
 
     def start(self, job: str, step: str, task_id: str, worker: str, tag: str,
               fields: Sequence[str], ready: Sequence[str] = ()) -> StepStart:

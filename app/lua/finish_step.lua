@@ -3,7 +3,7 @@
 -- nothing: its message is redelivered; after, everything is done). An element of a map that
 -- is the map's last to finish also finishes the map (its output is the list of the
 -- elements' outputs); a step whose output a map maps over also expands that map; a part of
--- a chord that completes it publishes the chord's body.
+-- a chord that completes it publishes the chord's body. Uses expand_map.lua.
 -- KEYS[1] job record   KEYS[2] job steps   KEYS[3] job data   KEYS[4] the worker's inflight hash
 -- KEYS[5] deadlines   KEYS[6] kombu's unacked hash   KEYS[7] kombu's unacked index
 -- KEYS[8] the chord's finished parts   KEYS[9] the chord's size   KEYS[10] the Redis commands
@@ -77,14 +77,7 @@ redis.call('PUBLISH', channel, ARGV[8])
 local result = {'ok'}
 local m = ARGV[13]
 if m ~= '' then
-  redis.call('HSET', steps, m .. '|size', n, m .. '|state', 'running', m .. '|started_at', now)
-  redis.call('HINCRBY', job, 'total', n)
-  for i = 1, n do
-    local e = m .. '[' .. (i - 1) .. ']'
-    redis.call('HSET', data, 'm:' .. m .. ':' .. (i - 1), ARGV[17 + i])
-    redis.call('HSET', steps, e .. '|state', 'queued', e .. '|queued_at', now)
-  end
-  redis.call('PUBLISH', channel, ARGV[14])
+  expand_map(job, steps, data, m, n, now, channel, ARGV[14], ARGV, 18)
   if n == 0 then
     redis.call('HSET', data, 'o:' .. m, '[]')
     redis.call('HSET', steps, m .. '|state', 'succeeded', m .. '|finished_at', now)

@@ -18,6 +18,7 @@ from app import BrokerUnavailable, InvalidInput, JobNotFound, JobState, _codec
 from app._canvas import build, new_job
 from app._jobs import new_job_id
 from app._pipeline import Pipeline
+from app._protocol import JobField, StepField, map_of, split_step_field
 from app._transport import capture
 from app._types import to_rest
 from app._views import JobAccepted, JobView
@@ -75,45 +76,47 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
 
 
 def _steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
-    steps: dict[str, dict[str, Any]] = {}
+    steps: dict[str, dict[str, str]] = {}
     for key, value in fields.items():
-        name, _, attr = key.rpartition("|")
+        name, attr = split_step_field(key)
         steps.setdefault(name, {})[attr] = value
     out: dict[str, dict[str, Any]] = {}
     for name, s in steps.items():
         out[name] = {
-            "service": s.get("service"), "api": s.get("api"), "kind": s.get("kind", "step"),
-            "state": s.get("state", "queued"), "attempts": int(s.get("attempts", 0)),
-            "worker": s.get("worker"), "task_id": s.get("task_id"),
-            "queued_at": _time(s.get("queued_at")), "started_at": _time(s.get("started_at")),
-            "finished_at": _time(s.get("finished_at")),
-            "error": json.loads(s["error"]) if s.get("error") else None,
+            "service": s.get(StepField.service), "api": s.get(StepField.api),
+            "kind": s.get(StepField.kind, "step"), "state": s.get(StepField.state, "queued"),
+            "attempts": int(s.get(StepField.attempts, 0)), "worker": s.get(StepField.worker),
+            "task_id": s.get(StepField.task_id),
+            "queued_at": _time(s.get(StepField.queued_at)),
+            "started_at": _time(s.get(StepField.started_at)),
+            "finished_at": _time(s.get(StepField.finished_at)),
+            "error": json.loads(s[StepField.error]) if s.get(StepField.error) else None,
         }
-        if "size" in s:
-            out[name]["size"] = int(s["size"])
-    for name in list(out):
-        base = name.split("[", 1)[0]
-        if "[" in name and base in out:
-            out[name]["service"] = out[base]["service"]
-            out[name]["api"] = out[base]["api"]
+        if StepField.size in s:
+            out[name]["size"] = int(s[StepField.size])
+    for name, view in out.items():
+        base = map_of(name)
+        if base is not None and base in out:
+            view["service"], view["api"] = out[base]["service"], out[base]["api"]
     return out
 
 
 async def render(braid: Braid, record: dict[str, str], steps: dict[str, str] | None) -> JobView:
-    state = record["state"]
+    state = record[JobField.state]
     view: dict[str, Any] = {
-        "id": record["id"], "pipeline": record.get("pipeline"), "state": state,
-        "created_at": _time(record.get("created_at")),
-        "started_at": _time(record.get("started_at")),
-        "finished_at": _time(record.get("finished_at")),
-        "progress": {"done": int(record.get("done", 0)), "total": int(record.get("total", 0))},
+        "id": record[JobField.id], "pipeline": record.get(JobField.pipeline), "state": state,
+        "created_at": _time(record.get(JobField.created_at)),
+        "started_at": _time(record.get(JobField.started_at)),
+        "finished_at": _time(record.get(JobField.finished_at)),
+        "progress": {"done": int(record.get(JobField.done, 0)),
+                     "total": int(record.get(JobField.total, 0))},
     }
     if steps is not None:
         view["steps"] = _steps(steps)
-    if state == JobState.succeeded and "result" in record:
-        view["result"] = to_rest(await braid.store.result(record["result"]))
-    if record.get("error"):
-        view["error"] = json.loads(record["error"])
+    if state == JobState.succeeded and JobField.result in record:
+        view["result"] = to_rest(await braid.store.result(record[JobField.result]))
+    if record.get(JobField.error):
+        view["error"] = json.loads(record[JobField.error])
     return JobView.model_validate(view)
 
 
@@ -155,7 +158,8 @@ async def read_job(braid: Braid, job: str, with_steps: bool = True) -> JobView:
     if found is None:
         raise JobNotFound(f"no job {job!r} (unknown, or older than BRAID_JOB_TTL_S)")
     record, steps = found
-    if record["state"] in ("queued", "running") and float(record.get("deadline", "inf")) < time.time():
+    if record[JobField.state] in ("queued", "running") and \
+            float(record.get(JobField.deadline, "inf")) < time.time():
         await expire(braid.store, job)
         found = await braid.store.read(job)
         assert found is not None

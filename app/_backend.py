@@ -15,6 +15,7 @@ the chord's size.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Any
 
 from celery import states
@@ -47,6 +48,10 @@ class Backend(RedisBackend):  # type: ignore[misc]
             return
         self.client.set(key, value, ex=ttl)
 
+    @cached_property
+    def _chord_part(self) -> Any:
+        return self.client.register_script(_lua("chord_part"))
+
     def chord_ttl(self) -> int:
         """How long a chord's bookkeeping lives in Redis."""
         return int(self.chord_expires or 86400)
@@ -56,8 +61,6 @@ class Backend(RedisBackend):  # type: ignore[misc]
         group, task = request.group, request.id
         if state != states.SUCCESS or not group or not task or not request.chord:
             return
-        script = getattr(self, "_braid_part", None)
-        if script is None:
-            script = self._braid_part = self.client.register_script(_lua("chord_part"))
-        script(keys=[chord_parts_key(group), chord_size_key(group), chord_body_key(group)],
-               args=[task, self.chord_ttl()])
+        self._chord_part(
+            keys=[chord_parts_key(group), chord_size_key(group), chord_body_key(group)],
+            args=[task, self.chord_ttl()])

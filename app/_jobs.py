@@ -38,7 +38,7 @@ from app._protocol import (
     step_field,
     steps_key,
 )
-from app._transport import UNACKED, UNACKED_INDEX, settle
+from app._transport import UNACKED, UNACKED_INDEX, Command, settle
 
 __all__ = ["JobState", "JobStore", "NewJob", "StepRecorder", "StepStart", "new_job_id"]
 
@@ -95,10 +95,6 @@ class Expansion:
     items: Sequence[str]
     sink: bool = False
     whole: bool = False
-
-
-Command = tuple[str | int, ...]
-"""A Redis command as :func:`app._transport.capture` collects them: name, key, arguments."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,8 @@ class StepRecorder:
         )
 
     def retrying(self, job: str, step: str, error: Mapping[str, Any], delay: float) -> None:
-        fields = {f"{step}|state": "retrying", f"{step}|error": json.dumps(dict(error))}
+        fields = {step_field(step, StepField.state): "retrying",
+                  step_field(step, StepField.error): json.dumps(dict(error))}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(steps_key(job), mapping=_fields(fields))
             pipe.publish(EVENTS, event(job, "retrying", step, error=dict(error), delay=delay))
@@ -252,13 +249,14 @@ class JobStore:
         self._end = client.register_script(_lua("end", "end_job"))
 
     async def create(self, job: str, new: NewJob, blobs: Mapping[str, str],
-                     publish: Sequence[tuple[str | int, ...]] = ()) -> float:
+                     publish: Sequence[Command] = ()) -> float:
         """Write job ``job`` and the Redis commands that publish its first messages (see
         :func:`app._transport.capture`) in one ``MULTI``: one round trip, and a job is never
         half published. Returns its creation time."""
         now = time.time()
         keys = job_keys(job)
-        steps = {f"{s}|{k}": v for s, fields in new.steps.items() for k, v in fields.items()}
+        steps = {step_field(s, StepField(k)): v for s, fields in new.steps.items()
+                 for k, v in fields.items()}
         steps.update({step_field(s, StepField.queued_at): str(now) for s in new.steps})
         steps.update({step_field(s, StepField.state): "queued" for s in new.steps})
         async with self.client.pipeline(transaction=True) as pipe:

@@ -44,7 +44,6 @@ __all__ = [
     "inflight_key",
     "input_ref",
     "is_const",
-    "job_id_of",
     "job_key",
     "job_keys",
     "list_spec",
@@ -87,10 +86,6 @@ def data_key(job: str) -> str:
 def job_keys(job: str) -> list[str]:
     """The job's record, steps and data hashes, in the order every Lua script takes them."""
     return [job_key(job), steps_key(job), data_key(job)]
-
-
-def job_id_of(key: str) -> str:
-    return key.removeprefix(_JOB_PREFIX)
 
 
 def alive_key(service: str) -> str:
@@ -193,6 +188,11 @@ def element_ref(map_step: str, index: int) -> str:
 def element_step(map_step: str, index: int) -> str:
     """The step that runs a map's ``index``-th element."""
     return f"{map_step}[{index}]"
+
+
+def map_of(step: str) -> str | None:
+    """The map step whose element ``step`` is (None for a step that is no element)."""
+    return step.split("[", 1)[0] if step.endswith("]") and "[" in step else None
 
 
 Spec = dict[str, Any]

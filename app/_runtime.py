@@ -10,6 +10,7 @@ enforces time limits only in prefork, so solo workers enforce them with :class:`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -90,16 +91,22 @@ def _worker(settings: Settings, svc: ServiceSpec, solo: bool, inflight_ttl_s: in
                             interrupts]
         if solo:
             hooks.append(TimeLimit(svc.timeout, svc.timeout + settings.time_limit_grace_s,
-                                   _hard_limit))
+                                   functools.partial(_hard_limit, settings)))
         _WORKER = Worker(settings, recorder, node, Hooks(hooks), interrupts)
     return _WORKER
 
 
-def _hard_limit(run: StepRun, limit: float) -> None:
-    if _WORKER is not None:
-        _WORKER.recorder.fail(run.job, run.step, {"type": "StepTimeout", "message":
-                              f"step {run.step!r} was killed at its hard time limit of "
-                              f"{limit:g} s"}, **run.timing())
+def _killed(settings: Settings, job: str, step: str, limit: float, **timing: Any) -> None:
+    """Record that ``step`` was killed at its hard time limit: from the solo worker itself,
+    or from a prefork worker's main process (which holds no worker state of its own)."""
+    recorder = _WORKER.recorder if _WORKER is not None else StepRecorder(
+        _client(settings), settings.job_ttl_s, settings.blob_threshold)
+    recorder.fail(job, step, {"type": "StepTimeout", "message": f"step {step!r} was killed at "
+                              f"its hard time limit of {limit:g} s"}, **timing)
+
+
+def _hard_limit(settings: Settings, run: StepRun, limit: float) -> None:
+    _killed(settings, run.job, run.step, limit, **run.timing())
 
 
 def _die_with_parent() -> None:
@@ -227,10 +234,8 @@ class StepRequest(Request):  # type: ignore[misc]
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
-        if not soft and len(self.args) >= 2 and _WORKER is not None:
-            _WORKER.recorder.fail(self.args[0], self.args[1], {"type": "StepTimeout", "message":
-                                  f"step {self.args[1]!r} was killed at its hard time limit "
-                                  f"of {timeout:g} s"})
+        if not soft and len(self.args) >= 2:
+            _killed(self.task.app.braid_settings, self.args[0], self.args[1], timeout)
 
 
 def _current() -> Worker:

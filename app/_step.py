@@ -34,7 +34,7 @@ from app._protocol import (
 )
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
-from app._transport import capture, send
+from app._transport import Command, capture, send
 
 __all__ = ["StepFailed", "StepTask", "Worker", "run_map", "run_step"]
 
@@ -163,12 +163,16 @@ def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int) ->
     task.replace(replacement)
 
 
-def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None) -> HandOff:
+def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None,
+              blob: Command | None) -> HandOff:
     """The messages that follow this step, built by Celery's canvas but captured, so that
-    the step's finish publishes them in its own round trip. Celery then has nothing left
-    to publish for this task (its request's chain and chord are cleared)."""
+    the step's finish publishes them in its own round trip (after ``blob``, an output too
+    large for the job's hash). Celery then has nothing left to publish for this task (its
+    request's chain and chord are cleared)."""
     request = task.request
     with capture() as commands:
+        if blob is not None:
+            commands.append(blob)
         if expansion is not None and expansion.items:
             assert call.expands is not None
             _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items))
@@ -264,12 +268,13 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
         w.recorder.fail(job, step, error, tag=tag, **run.timing())
         log.warning("step %s of job %s failed: %s: %s", step, job, error["type"], error["message"])
         raise StepFailed(f"{step}: {error['type']}: {error['message']}") from None
-    _store_blob(w, blob)
+    stored = None if blob is None else ("SET", blob[0], blob[1], "EX", w.settings.job_ttl_s)
     element_of = (call.map_step, call.sink, call.whole) if call.map_step is not None else None
     status, output_spec = w.recorder.finish(
         job, step, packed, sink=call.sink and element_of is None,
         whole=call.whole and element_of is None, tag=tag, element_of=element_of,
-        expansion=expansion, handoff=_hand_off(task, job, call, expansion), **run.timing())
+        expansion=expansion, handoff=_hand_off(task, job, call, expansion, stored),
+        **run.timing())
     if status == "complete":
         _assemble(w, job, output_spec.decode())
 
@@ -304,5 +309,7 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
         return
     with capture() as commands:
         _fan_out(task, job, step, call, len(items))
+    if tag:  # with the elements, the map's own message is no longer running anything
+        commands.append(("HDEL", w.recorder.inflight, tag))
     send(w.client, commands)
 

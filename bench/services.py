@@ -5,22 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import Value, api, pipeline, service, step
-
-
-def a(payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-def b(payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-def c(payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-def join(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
-    return {"b": left, "c": right}
+from bench.bentoml_peer.noop import a, b, c, join
 
 
 @service(name="noop-a", timeout=10)

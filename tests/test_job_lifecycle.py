@@ -164,3 +164,21 @@ def test_submit_with_wait_answers_with_the_final_job_or_202(http: httpx.Client) 
     pending = http.post("/v1/services/slow/sleep/jobs", params={"wait": 0.2}, json={"seconds": 1})
     assert pending.status_code == 202 and pending.json()["state"] == "queued"
     assert wait(http, pending.json()["id"])["state"] == "succeeded"
+
+
+def test_a_solo_step_past_its_hard_limit_is_recorded_and_its_worker_exits(
+        system: System, http: httpx.Client) -> None:
+    """Given a step that swallows its soft-limit interrupt, when it runs past the hard limit
+    (timeout 1 s + 2 s grace in the tests), then its failure is recorded and the solo worker
+    exits, for its supervisor to restart."""
+    name = system.start_worker("stubborn")
+    try:
+        system.wait_workers(["stubborn"])
+        view = run(http, "/v1/services/stubborn/hold/jobs", {"seconds": 30}, timeout=30)
+        assert view["state"] == "failed"
+        assert view["error"]["type"] == "StepTimeout"
+        assert "hard time limit of 3 s" in view["error"]["message"]
+        wait_for(lambda: system.procs[name].poll() is not None, 10, "the worker to exit")
+        assert system.procs[name].returncode == 70
+    finally:
+        system.stop(name)

@@ -16,6 +16,7 @@ from api.deps import Authorized, BraidDep
 from api.jobs import ViewResponse, read_job, render, until_final
 from api.problems import responses
 from app import JobConflict, JobNotFound, JobState, NotAcceptable
+from app._protocol import JobField
 from app._types import to_rest
 from app._views import JobList, JobView
 
@@ -108,10 +109,10 @@ def router() -> APIRouter:
         if found is None:
             raise JobNotFound(f"no job {job!r} (unknown, or older than BRAID_JOB_TTL_S)")
         record = found[0]
-        if record["state"] != JobState.succeeded:
-            raise JobConflict(f"job {job!r} is {record['state']}; a result exists once it "
+        if record[JobField.state] != JobState.succeeded:
+            raise JobConflict(f"job {job!r} is {record[JobField.state]}; a result exists once it "
                               "succeeded")
-        value = await braid.store.result(record["result"])
+        value = await braid.store.result(record[JobField.result])
         accept = request.headers.get("accept", "")
         wanted = format or ("npy" if "application/x-npy" in accept else
                             "png" if "image/png" in accept else "json")

@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 import bentoml
+from noop import a, b, c, join  # the working dir: bench/bentoml_peer
 
 # nothing may reach for the hub (the models are local folders)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,22 +36,6 @@ ONE_PROCESS: dict[str, Any] = {
     # disconnected", HTTP 500) once calls overlap; one session for the whole run avoids that
     "runner_connection": {"max_requests": 1_000_000_000, "max_age": 1e9},
 }
-
-
-def a(payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-def b(payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-def c(payload: dict[str, Any]) -> dict[str, Any]:
-    return payload
-
-
-def join(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
-    return {"b": left, "c": right}
 
 
 # sync APIs like Braid's: a worker runs one call at a time

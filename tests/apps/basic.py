@@ -139,3 +139,21 @@ class SlowStart:
     @api
     def ok(self) -> bool:
         return True
+
+
+@service(timeout=1)
+class Stubborn:
+    """A step that ignores its soft time limit (no worker unless a test starts one)."""
+
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def hold(self, seconds: float) -> float:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                time.sleep(end - time.monotonic())
+            except BaseException:  # the point: it swallows the interrupt
+                continue
+        return seconds

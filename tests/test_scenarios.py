@@ -128,15 +128,24 @@ def test_preprocess_predict_returns_probabilities_per_input(api: httpx.Client) -
         "preprocessing-service", "inference-service"]
 
 
+def _embeddings(texts: list[str], store: Path) -> np.ndarray:
+    from workers._embedding import Embedder
+
+    return np.asarray(Embedder(_model("all-minilm-l6-v2", store), "cpu")(texts), dtype=np.float32)
+
+
 def test_ensemble_is_the_average_of_both_models_computed_in_process(
         api: httpx.Client, model_store: Path) -> None:
-    from workers._sentiment import Probabilities
+    from workers._head import Head
 
     texts = ["I love this movie", "The food was bad"]
     view = run(api, "/v1/pipelines/ensemble/jobs", {"input_data": texts})
-    a = Probabilities(_model("bert-sentiment", model_store), "cpu")(texts)
-    b = Probabilities(_model("bert-sentiment-b", model_store), "cpu")(texts)
+    features = _embeddings(texts, model_store)
+    a = Head(_model("ensemble-head-a", model_store), "cpu")(features)
+    b = Head(_model("ensemble-head-b", model_store), "cpu")(features)
     assert np.allclose(np.array(view["result"]["data"], dtype=np.float32), (a + b) / 2, atol=1e-6)
+    assert [view["steps"][s]["service"] for s in view["steps"]] == [
+        "preprocessing-service", "model-a-service", "model-b-service", "aggregator"]
     download = api.get(f"/v1/jobs/{view['id']}/result", params={"format": "npy"})
     assert download.headers["content-type"] == "application/x-npy"
     assert np.array_equal(np.load(io.BytesIO(download.content)),
@@ -157,6 +166,91 @@ def test_inference_graph_scores_every_generated_text_like_the_classifier_in_proc
     for r in result:
         expected = {x["label"]: x["score"] for x in classify(r["generated"], top_k=None)}
         assert r["score"] == pytest.approx(expected["POSITIVE"], abs=1e-6)
+
+
+@pytest.mark.parametrize("pipeline", ["ensemble", "preprocess-predict"])
+def test_embeddings_given_as_an_array_give_what_their_texts_give(
+        api: httpx.Client, model_store: Path, pipeline: str) -> None:
+    # given texts, and their MiniLM embeddings computed here
+    texts = ["I love this movie", "The food was bad"]
+    array = _embeddings(texts, model_store)
+    # when the pipeline runs once on the texts and once on the array (as the guide's np.ndarray)
+    by_texts = run(api, f"/v1/pipelines/{pipeline}/jobs", {"input_data": texts})["result"]
+    by_array = run(api, f"/v1/pipelines/{pipeline}/jobs",
+                   {"input_data": {"data": array.tolist(), "dtype": "float32"}})["result"]
+    # then both give the same probabilities
+    assert by_array["shape"] == by_texts["shape"] == [2, 2]
+    assert np.allclose(by_array["data"], by_texts["data"], atol=1e-5)
+
+
+@pytest.mark.parametrize("sentence", ["我有一个主意\uff01🙂", "I have an idea! " * 200],
+                         ids=["non-ascii", "longer-than-the-model-reads"])
+def test_inference_graph_takes_any_sentence_within_the_limit(api: httpx.Client,
+                                                             sentence: str) -> None:
+    # given a sentence of other scripts and emoji, or one of more tokens than GPT-2 reads
+    # when the inference graph runs on it
+    view = run(api, "/v1/pipelines/inference-graph/jobs", {"original_sentence": sentence},
+               timeout=120)
+    # then both generators continue it (one sequence each) and both texts are scored
+    assert view["state"] == "succeeded"
+    assert [r["generated"].startswith(sentence) for r in view["result"]] == [True, True]
+
+
+def test_several_sequences_without_sampling_are_the_same_best_beams_each_time(
+        api: httpx.Client) -> None:
+    # given a generator asked for three sequences, sampling off (the default)
+    body = {"sentence": "I have an idea!", "num_return_sequences": 3}
+    # when it is asked twice
+    first = run(api, "/v1/services/gpt2/generate/jobs", body)["result"]
+    second = run(api, "/v1/services/gpt2/generate/jobs", body)["result"]
+    # then it answers three different continuations, the same both times
+    assert len(set(first)) == 3 and first == second
+
+
+def test_a_text_longer_than_the_model_reads_is_truncated(api: httpx.Client) -> None:
+    # given a text of far more tokens than the classifier's 128 positions (within the limit)
+    text = "The food was bad and the service was slow. " * 200
+    # when the multi-model service reads it
+    view = run(api, "/v1/services/multi-model-service/combined_process/jobs", {"text": text})
+    # then both of its models answer
+    assert {r["label"] for r in view["result"]["a"]} == {"NEGATIVE", "POSITIVE"}
+    assert len(view["result"]["b"]) == 384
+
+
+BAD_INPUTS = [
+    ("/v1/pipelines/preprocess-predict/jobs", {"input_data": []}, "input_data.texts",
+     "List should have at least 1 item"),
+    ("/v1/pipelines/ensemble/jobs", {"input_data": []}, "input_data.texts",
+     "List should have at least 1 item"),
+    ("/v1/pipelines/ensemble/jobs", {"input_data": [[0.5, 0.5]]}, "input_data.embeddings",
+     "expected float32, shape (*, 384); got float64, shape (1, 2)"),
+    ("/v1/services/multi-model-service/combined_process/jobs", {"text": "x" * 100_000}, "text",
+     "String should have at most 10000 characters"),
+    ("/v1/pipelines/inference-graph/jobs", {"original_sentence": ""}, "original_sentence",
+     "String should have at least 1 character"),
+    ("/v1/services/gpt2/generate/jobs", {"sentence": "hi", "max_new_tokens": -1},
+     "max_new_tokens", "Input should be greater than or equal to 1"),
+    ("/v1/services/gpt2/generate/jobs", {"sentence": "hi", "max_new_tokens": 100_000},
+     "max_new_tokens", "Input should be less than or equal to 128"),
+    ("/v1/services/distil-gpt2/generate/jobs", {"sentence": "hi", "num_return_sequences": 0},
+     "num_return_sequences", "Input should be greater than or equal to 1"),
+    ("/v1/services/text-model/analyze_text/jobs", {"text": "hi", "top_k": 0}, "top_k",
+     "Input should be greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field", "message"), BAD_INPUTS,
+                         ids=[f"{p.split('/')[3]}:{f}:{m[:24]}" for p, _, f, m in BAD_INPUTS])
+def test_out_of_bounds_input_is_422_naming_the_field_and_the_limit(
+        api: httpx.Client, path: str, body: dict[str, Any], field: str, message: str) -> None:
+    # given an input outside what the API declares
+    # when it is submitted
+    response = api.post(path, json=body)
+    # then nothing is queued, and the answer names the field and its limit
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == [field]
+    assert message in errors[0]["message"]
 
 
 def test_minilm_embeddings_through_a_service_are_the_real_ones(api: httpx.Client) -> None:
@@ -209,8 +303,8 @@ def test_bootstrap_fills_an_empty_store_and_a_missing_model_stops_a_worker(
                             env=env, check=True, capture_output=True, text=True).stdout
     tags = {line.split()[0] for line in listed.splitlines()}
     assert tags == {"all-minilm-l6-v2:v1", "bert-features:v1", "bert-sentiment:v1",
-                    "bert-sentiment-b:v1", "distilgpt2:v1", "embedding-head:v1", "gpt2:v1",
-                    "vit-classifier:v1"}
+                    "distilgpt2:v1", "embedding-head:v1", "ensemble-head-a:v1",
+                    "ensemble-head-b:v1", "gpt2:v1", "vit-classifier:v1"}
     assert all("sha256:" in line and " MB" in line for line in listed.splitlines())
 
 

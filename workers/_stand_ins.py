@@ -69,12 +69,6 @@ def bert_sentiment(path: Path) -> None:
     _classifier(path, seed=0)
 
 
-@models.stand_in("bert-sentiment-b", task="text-classification")
-def bert_sentiment_b(path: Path) -> None:
-    """A second tiny classifier with other weights (the ensemble's model B)."""
-    _classifier(path, seed=1)
-
-
 @models.stand_in("bert-features", task="feature-extraction")
 def bert_features(path: Path) -> None:
     """A tiny BERT encoder for feature extraction."""
@@ -131,17 +125,33 @@ def vit_classifier(path: Path) -> None:
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
-@models.stand_in("embedding-head", task="classification", framework="torch")
-def embedding_head(path: Path) -> None:
-    """A linear head (384 -> 2 classes) over MiniLM embeddings, as safetensors."""
+def _head(path: Path, seed: int) -> None:
     import torch
     from safetensors.torch import save_file
 
-    torch.manual_seed(6)
+    torch.manual_seed(seed)
     layer = torch.nn.Linear(384, 2)
     save_file({"weight": layer.weight.detach(), "bias": layer.bias.detach()},
               str(path / "head.safetensors"))
     (path / "config.json").write_text(json.dumps({"inputs": 384, "labels": LABELS}))
+
+
+@models.stand_in("embedding-head", task="classification", framework="torch")
+def embedding_head(path: Path) -> None:
+    """A linear head (384 -> 2 classes) over MiniLM embeddings, as safetensors."""
+    _head(path, seed=6)
+
+
+@models.stand_in("ensemble-head-a", task="classification", framework="torch")
+def ensemble_head_a(path: Path) -> None:
+    """The ensemble's model A: another linear head over MiniLM embeddings."""
+    _head(path, seed=7)
+
+
+@models.stand_in("ensemble-head-b", task="classification", framework="torch")
+def ensemble_head_b(path: Path) -> None:
+    """The ensemble's model B: a third linear head, with other weights."""
+    _head(path, seed=8)
 
 
 @models.stand_in("all-minilm-l6-v2", task="feature-extraction")

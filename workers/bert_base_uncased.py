@@ -15,6 +15,7 @@ class BertBaseUncased:
 
     @api
     def classify_generated_texts(self, sentence: str) -> float:
-        """The probability that ``sentence`` is POSITIVE."""
-        scores = {r["label"]: r["score"] for r in self.pipe(sentence, top_k=None)}
+        """The probability that ``sentence`` is POSITIVE (read up to the model's maximum
+        length)."""
+        scores = {r["label"]: r["score"] for r in self.pipe(sentence, top_k=None, truncation=True)}
         return float(scores["POSITIVE"])

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
 from app import Resources, api, device, models, service
+from workers._values import Prompt
+
+NewTokens = Annotated[int, Field(ge=1, le=128)]
+Sequences = Annotated[int, Field(ge=1, le=8)]
 
 
 class _Generator:
@@ -16,11 +24,14 @@ class _Generator:
         self.pipe = pipeline("text-generation", model=str(models.get(self.tag).path),
                              device=device())
 
-    def _generate(self, sentence: str, max_new_tokens: int, num_return_sequences: int) -> list[str]:
-        # greedy unless several sequences are asked for (greedy would repeat one of them)
-        outputs = self.pipe(sentence, max_new_tokens=max_new_tokens,
-                            do_sample=num_return_sequences > 1,
-                            num_return_sequences=num_return_sequences)
+    def _generate(self, sentence: str, max_new_tokens: int, num_return_sequences: int,
+                  do_sample: bool) -> list[str]:
+        # without sampling, several sequences are the best beams (greedy search has one);
+        # "hole" drops the prompt's start when prompt + new tokens exceed the model's length
+        beams = 1 if do_sample else num_return_sequences
+        outputs = self.pipe(sentence, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                            num_beams=beams, num_return_sequences=num_return_sequences,
+                            handle_long_generation="hole")
         return [str(o["generated_text"]) for o in outputs]
 
 
@@ -29,8 +40,9 @@ class GPT2(_Generator):
     tag = "gpt2"
 
     @api
-    def generate(self, sentence: str, max_new_tokens: int = 16,
-                 num_return_sequences: int = 1) -> list[str]:
-        """``num_return_sequences`` continuations of ``sentence`` (greedy for one), each
-        ``max_new_tokens`` tokens longer."""
-        return self._generate(sentence, max_new_tokens, num_return_sequences)
+    def generate(self, sentence: Prompt, max_new_tokens: NewTokens = 16,
+                 num_return_sequences: Sequences = 1, do_sample: bool = False) -> list[str]:
+        """``num_return_sequences`` continuations of ``sentence``, each ``max_new_tokens``
+        tokens longer: the most likely ones (greedy, or beam search for several), or sampled
+        with ``do_sample``. A prompt longer than the model reads loses its start."""
+        return self._generate(sentence, max_new_tokens, num_return_sequences, do_sample)

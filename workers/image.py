@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from PIL import Image
+from pydantic import Field
 
 from app import Resources, api, device, models, service
 
@@ -18,6 +19,7 @@ class ImageModel:
                              device=device())
 
     @api
-    def process_image(self, image: Image.Image, top_k: int = 3) -> list[dict[str, Any]]:
-        """Labels of ``image`` with their scores, best first."""
+    def process_image(self, image: Image.Image,
+                      top_k: Annotated[int, Field(ge=1, le=100)] = 3) -> list[dict[str, Any]]:
+        """The ``top_k`` best labels of ``image`` with their scores, best first."""
         return list(self.pipe(image.convert("RGB"), top_k=top_k))

@@ -1,19 +1,19 @@
-"""ModelAService: one of the ensemble's two models (scenario 4)."""
+"""ModelAService: one of the ensemble's two models (scenario 4), a classifier over
+embeddings."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from app import Resources, api, device, models, service
-from workers._sentiment import Probabilities
+from workers._head import Head
+from workers._values import Embeddings, Probabilities
 
 
-@service(resources=Resources(gpu=1, memory="2Gi"), timeout=30, models=["bert-sentiment:latest"])
+@service(resources=Resources(gpu=1, memory="2Gi"), timeout=30, models=["ensemble-head-a:latest"])
 class ModelAService:
     def __init__(self) -> None:
-        self.model = Probabilities(models.get("bert-sentiment").path, device())
+        self.head = Head(models.get("ensemble-head-a").path, device())
 
     @api
-    def predict(self, input_data: list[str]) -> np.ndarray:
-        """Class probabilities (float32, one row per text)."""
-        return np.asarray(self.model(input_data))
+    def predict(self, input_data: Embeddings) -> Probabilities:
+        """Class probabilities (float32, one row per embedding)."""
+        return self.head(input_data)

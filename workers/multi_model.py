@@ -7,6 +7,7 @@ from typing import Any
 
 from app import Resources, api, device, models, service
 from workers._embedding import Embedder
+from workers._values import Text
 
 LOADS = {"classifier": 0, "embedder": 0}
 
@@ -24,17 +25,18 @@ class MultiModelService:
         LOADS["embedder"] += 1
 
     @api
-    def process_a(self, text: str) -> list[dict[str, Any]]:
-        """Model A: sentiment labels and scores."""
-        return list(self.classifier(text, top_k=None))
+    def process_a(self, text: Text) -> list[dict[str, Any]]:
+        """Model A: sentiment labels and scores (a text longer than the model reads is
+        truncated)."""
+        return list(self.classifier(text, top_k=None, truncation=True))
 
     @api
-    def process_b(self, text: str) -> list[float]:
+    def process_b(self, text: Text) -> list[float]:
         """Model B: the MiniLM sentence embedding (384 floats, unit length)."""
         return [float(x) for x in self.embedder([text])[0]]
 
     @api
-    def combined_process(self, text: str) -> dict[str, Any]:
+    def combined_process(self, text: Text) -> dict[str, Any]:
         """Both models on the same input, in one task."""
         return {"a": self.process_a(text), "b": self.process_b(text)}
 

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from app import Value, each, pipeline, step
+from workers._values import Prompt, Text, TextsOrEmbeddings
 from workers.aggregator import Aggregator
 from workers.bert_base_uncased import BertBaseUncased
 from workers.data import DataModel
@@ -22,7 +23,7 @@ from workers.text import TextModel
 
 
 @pipeline(name="inference-orchestrator")
-def inference_orchestrator(image: Image.Image, text: str,
+def inference_orchestrator(image: Image.Image, text: Text,
                            data: dict[str, Any]) -> dict[str, Value[Any]]:
     """Scenario 1: an image, a text and a record, each to its model in parallel; one result."""
     return {"image": step(ImageModel.process_image, image),
@@ -31,20 +32,23 @@ def inference_orchestrator(image: Image.Image, text: str,
 
 
 @pipeline(name="preprocess-predict")
-def preprocess_predict(input_data: list[str]) -> Value[np.ndarray]:
-    """Scenario 3: embed on a CPU service, predict on a GPU service."""
+def preprocess_predict(input_data: TextsOrEmbeddings) -> Value[np.ndarray]:
+    """Scenario 3: embed on a CPU service, predict on a GPU service (embeddings already
+    computed skip the embedding)."""
     return step(InferenceService.predict, step(PreprocessingService.preprocess, input_data))
 
 
 @pipeline(name="ensemble")
-def ensemble(input_data: list[str]) -> Value[np.ndarray]:
-    """Scenario 4: two models on the same input concurrently, averaged."""
-    return step(Aggregator.average, step(ModelAService.predict, input_data),
-                step(ModelBService.predict, input_data))
+def ensemble(input_data: TextsOrEmbeddings) -> Value[np.ndarray]:
+    """Scenario 4: two models on the same embeddings concurrently, averaged (texts are
+    embedded first; embeddings already computed skip the embedding)."""
+    features = step(PreprocessingService.preprocess, input_data)
+    return step(Aggregator.average, step(ModelAService.predict, features),
+                step(ModelBService.predict, features))
 
 
 @pipeline(name="inference-graph")
-def inference_graph(original_sentence: str = "I have an idea!") -> Value[list[dict[str, Any]]]:
+def inference_graph(original_sentence: Prompt = "I have an idea!") -> Value[list[dict[str, Any]]]:
     """Scenario 5: generate with two models in parallel, score every generated text (a map),
     return ``[{generated, score}, ...]``."""
     texts = step(Aggregator.concat, step(GPT2.generate, original_sentence),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from app import Resources, api, device, models, service
+from workers._values import Text
 
 
 @service(resources=Resources(cpu=2, memory="2Gi"), timeout=20, models=["bert-sentiment:latest"])
@@ -16,6 +19,8 @@ class TextModel:
                              device=device())
 
     @api
-    def analyze_text(self, text: str, top_k: int = 1) -> list[dict[str, Any]]:
-        """Labels of ``text`` with their scores, best first."""
-        return list(self.pipe(text, top_k=top_k))
+    def analyze_text(self, text: Text,
+                     top_k: Annotated[int, Field(ge=1, le=100)] = 1) -> list[dict[str, Any]]:
+        """The ``top_k`` best labels of ``text`` with their scores, best first (a text longer
+        than the model reads is truncated)."""
+        return list(self.pipe(text, top_k=top_k, truncation=True))

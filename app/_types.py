@@ -3,7 +3,9 @@
 Arrays: a nested JSON list, or ``{"data": <nested list>, "dtype": "float32"}``; results come
 back as ``{"dtype", "shape", "data"}``. Images: a base64 string (or data URL) of an image
 file, or ``{"data": <base64>}``; results come back as ``{"media_type": "image/png", "mode",
-"size", "data"}``. Bytes: base64 strings.
+"size", "data"}``. Bytes: base64 strings. Their JSON schemas say which is which:
+``"x-braid-type": "ndarray" | "image" | "bytes"`` (:data:`REST_TYPE`), so a client can turn
+a result back into arrays, images and bytes.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import binascii
 import io
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-__all__ = ["Array", "is_array_type", "is_image_type", "rest_annotation", "to_rest"]
+__all__ = ["REST_TYPE", "Array", "is_array_type", "is_image_type", "rest_annotation", "to_rest"]
+
+REST_TYPE = "x-braid-type"
+"""The JSON schema key that marks a REST array (``ndarray``), image (``image``) or ``bytes``."""
 
 
 def is_array_type(annotation: Any) -> bool:
@@ -106,6 +111,8 @@ def _array_from_rest(value: Any) -> Any:
     if array.dtype == object:
         raise ValueError("not a rectangular numeric array (rows differ in length)")
     if shape is not None and list(array.shape) != list(shape):
+        if array.size == 0 and 0 in shape:  # an empty nested list cannot say its other sizes
+            return array.reshape(shape)
         raise ValueError(f"data has shape {list(array.shape)} but shape says {list(shape)}")
     return array
 
@@ -159,12 +166,15 @@ def _bytes_from_rest(value: Any) -> bytes:
     raise ValueError("bytes are sent as a base64 string")
 
 
+@dataclass(frozen=True, eq=False)
 class _Rest:
-    """Pydantic schema for a type that has a REST form: validate from it, describe it."""
+    """Pydantic schema for a type that has a REST form: validate from it, render it, and
+    describe both (what a request may send, and what a response holds)."""
 
-    def __init__(self, parse: Any, schema: JsonSchemaValue) -> None:
-        self.parse = parse
-        self.schema = schema
+    kind: str
+    parse: Any
+    accepts: JsonSchemaValue
+    returns: JsonSchemaValue
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_plain_validator_function(
@@ -174,10 +184,12 @@ class _Rest:
     def __get_pydantic_json_schema__(
         self, schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        return dict(self.schema)
+        form = self.returns if handler.mode == "serialization" else self.accepts
+        return {**form, REST_TYPE: self.kind}
 
 
-_ARRAY = _Rest(_array_from_rest, {
+_BASE64: JsonSchemaValue = {"type": "string", "contentEncoding": "base64"}
+_ARRAY = _Rest("ndarray", _array_from_rest, accepts={
     "anyOf": [
         {"type": "array", "items": {}},
         {"type": "object", "properties": {"data": {"type": "array"}, "dtype": {"type": "string"},
@@ -185,13 +197,24 @@ _ARRAY = _Rest(_array_from_rest, {
          "required": ["data"]},
     ],
     "description": "numpy array: nested list, or {data, dtype, shape}",
+}, returns={
+    "type": "object",
+    "properties": {"dtype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                   "data": {"type": "array"}},
+    "required": ["dtype", "shape", "data"],
+    "description": "numpy array: {dtype, shape, data (nested list)}",
 })
-_IMAGE = _Rest(_image_from_rest, {
-    "anyOf": [{"type": "string", "contentEncoding": "base64"},
-              {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}],
+_IMAGE = _Rest("image", _image_from_rest, accepts={
+    "anyOf": [_BASE64, {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}],
     "description": "image file (PNG, JPEG, ...) as base64 or data URL",
+}, returns={
+    "type": "object",
+    "properties": {"media_type": {"const": "image/png"}, "mode": {"type": "string"},
+                   "size": {"type": "array", "items": {"type": "integer"}}, "data": _BASE64},
+    "required": ["media_type", "mode", "size", "data"],
+    "description": "image: a PNG file as base64, with its mode and size",
 })
-_BYTES = _Rest(_bytes_from_rest, {"type": "string", "contentEncoding": "base64"})
+_BYTES = _Rest("bytes", _bytes_from_rest, accepts=_BASE64, returns=_BASE64)
 
 
 def rest_annotation(annotation: Any) -> Any:
@@ -204,7 +227,7 @@ def rest_annotation(annotation: Any) -> Any:
         spec = next((m for m in meta if isinstance(m, Array)), None)
         if is_array_type(inner) and spec is not None:
             rest = [m for m in meta if m is not spec]
-            return Annotated[(inner, _Rest(spec.parse, _ARRAY.schema), *rest)]
+            return Annotated[(inner, replace(_ARRAY, parse=spec.parse), *rest)]
         if is_array_type(inner) or is_image_type(inner):
             return Annotated[(inner, _ARRAY if is_array_type(inner) else _IMAGE, *meta)]
         mapped_inner = rest_annotation(inner)

@@ -38,6 +38,7 @@ from app._protocol import (
     list_spec,
     output_ref,
     ref_spec,
+    refs_in,
 )
 from app._service import ApiSpec, ServiceSpec, api_spec, kebab
 from app._types import rest_annotation
@@ -452,10 +453,37 @@ class Pipeline:
 
         return cost(self.tree) + slack_s
 
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON schema of the job's result, as the REST answer renders it (arrays, images
+        and bytes carry ``x-braid-type``)."""
+        hints = typing.get_type_hints(self.func, include_extras=True)
+        types = {input_ref(name): rest_annotation(hints[name]) for name in self.input_model.model_fields}
+        for node in self.nodes.values():
+            out = rest_annotation(node.api.output)
+            types[output_ref(node.id)] = list[out] if node.is_map else out  # type: ignore[valid-type]
+        keyed, defs = TypeAdapter.json_schemas(
+            [(ref, "serialization", TypeAdapter(types[ref])) for ref in sorted(refs_in(self.output, set()))])
+
+        def shape(spec: Any) -> dict[str, Any]:
+            if "$l" in spec:
+                parts = [shape(s) for s in spec["$l"]]
+                return {"type": "array", "prefixItems": parts, "minItems": len(parts),
+                        "maxItems": len(parts)}
+            if "$d" in spec:
+                return {"type": "object", "properties": {k: shape(s) for k, s in spec["$d"].items()},
+                        "required": list(spec["$d"])}
+            if is_const(spec):
+                return {}
+            return dict(keyed[(spec["$r"], "serialization")])
+
+        return {**shape(self.output), **defs}
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "input_schema": self.input_model.model_json_schema(),
+            "output_schema": self.output_schema,
             "graph": {
                 "nodes": [
                     {"name": n.id, "service": n.service.name, "api": n.api.name,

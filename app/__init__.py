@@ -8,6 +8,7 @@ Declare services with :func:`service` and :func:`api`, compose them with :func:`
 from app import _models as models
 from app._client import AsyncClient, AsyncJob, Client, Job
 from app._errors import (
+    ApiUnreachable,
     BraidError,
     BrokerUnavailable,
     DeclarationError,
@@ -32,6 +33,7 @@ from app._types import Array
 from app._views import JobAccepted, JobError, JobList, JobView, Progress, StepState, StepView
 
 __all__ = [
+    "ApiUnreachable",
     "Array",
     "AsyncClient",
     "AsyncJob",

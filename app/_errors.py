@@ -16,6 +16,7 @@ the HTTP ``status`` the API answers with, and a message that says how to fix it:
     ├── NotAcceptable         the result cannot be given in the asked format (406)
     ├── Unauthorized          missing or wrong API key (401)
     ├── BrokerUnavailable     Redis cannot be reached (503)
+    ├── ApiUnreachable        the client cannot connect to the Braid API (503)
     └── JobFailed             the client waited for a job that failed or was cancelled
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "ApiUnreachable",
     "BraidError",
     "BrokerUnavailable",
     "DeclarationError",
@@ -113,6 +115,14 @@ class BrokerUnavailable(BraidError, ConnectionError):
     """Redis cannot be reached; nothing was published."""
 
     code = "broker_unavailable"
+    status = 503
+
+
+class ApiUnreachable(BraidError, ConnectionError):
+    """Raised by the client (and so by ``braid submit`` / ``braid jobs``) when no connection
+    to the Braid API could be made; nothing was sent."""
+
+    code = "api_unreachable"
     status = 503
 
 

@@ -1,11 +1,16 @@
 """Python clients of the Braid API, sync (:class:`Client`) and async (:class:`AsyncClient`).
 
-    with Client("http://127.0.0.1:8000") as braid:
-        job = braid.submit("inference-graph", original_sentence="I have an idea!")
-        print(job.result(timeout=60))
+    with Client() as braid:                  # http://BRAID_API_HOST:BRAID_API_PORT
+        job = braid.submit("ensemble", input_data=["I love this movie"])
+        print(job.result(timeout=60))        # a numpy array: the pipeline declares one
         print(job.status().progress.done)
+        braid.submit("text-model.analyze_text", text="hi").result(timeout=30)   # SERVICE.API
 
-Jobs are :class:`~app._views.JobView` objects, as the API describes them in ``/docs``.
+Inputs may hold numpy arrays, PIL images and bytes (also inside lists and dicts); results
+come back as such wherever the pipeline's output schema (``GET /v1/pipelines``) declares
+them. Jobs are :class:`~app._views.JobView` objects, as the API describes them in ``/docs``;
+their ``result`` is the REST JSON. When the API cannot be reached, every call raises
+:class:`~app._errors.ApiUnreachable`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import MISSING
 
-from app._errors import BraidError, JobFailed, error_for
+from app._decoder import decode
+from app._errors import ApiUnreachable, BraidError, JobFailed, error_for
 from app._jobs import JobState
+from app._settings import Settings
+from app._types import to_rest
 from app._views import JobList, JobView
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
@@ -27,8 +35,103 @@ __all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
 _LONG_POLL = 60.0
 
 
+def _target(url: str | None, api_key: str | None, settings: Settings | None) -> tuple[str, str | None]:
+    """The API's base URL and key: those given, else the settings' (read now, from BRAID_*)."""
+    if url is None or api_key is None:
+        settings = settings or Settings()
+        url = url or f"http://{settings.api_host}:{settings.api_port}"
+        if api_key is None and settings.api_key is not None:
+            api_key = settings.api_key.get_secret_value()
+    return url.rstrip("/"), api_key
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> ApiUnreachable:
+    reason = str(exc) or type(exc).__name__
+    return ApiUnreachable(f"cannot reach the Braid API at {url}: is `braid up` running? ({reason})")
+
+
+_NO_CONNECTION = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport, saying :class:`ApiUnreachable` when no connection can be made."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except _NO_CONNECTION as exc:
+            raise _unreachable(self.url, exc) from None
+
+
+class _AsyncTransport(httpx.AsyncHTTPTransport):
+    """The async twin of :class:`_Transport`."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except _NO_CONNECTION as exc:
+            raise _unreachable(self.url, exc) from None
+
+
+def _submit_path(name: str) -> str:
+    """The jobs route of pipeline ``name``, or of a service API named ``service.api``."""
+    if "." in name:
+        service, _, api = name.partition(".")
+        return f"/v1/services/{service}/{api}/jobs"
+    return f"/v1/pipelines/{name}/jobs"
+
+
+class _Schemas:
+    """The declared output schemas by pipeline name (``service.api`` for a service API), read
+    once from the API's listings; ``None`` where none could be read."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, dict[str, Any] | None] = {}
+
+    def listing(self, name: str) -> str | None:
+        """The listing that declares ``name``'s output, unless it was read already."""
+        if name in self.known:
+            return None
+        return "/v1/services" if "." in name else "/v1/pipelines"
+
+    def learn(self, name: str, listing: dict[str, Any] | None) -> None:
+        for p in (listing or {}).get("pipelines", []):
+            self.known[p["name"]] = p.get("output_schema")
+        for svc in (listing or {}).get("services", []):
+            for a in svc.get("apis", []):
+                self.known[f"{svc['name']}.{a['name']}"] = a.get("output_schema")
+        self.known.setdefault(name, None)
+
+    def decode(self, name: str | None, value: Any) -> Any:
+        schema = self.known.get(name) if name is not None else None
+        return value if schema is None else decode(value, schema)
+
+
+def _listing(response: httpx.Response) -> dict[str, Any] | None:
+    if not response.is_success:
+        return None
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        return None
+    return body
+
+
+def _repr(kind: str, job: Job | AsyncJob) -> str:
+    pipeline = f", pipeline={job.pipeline!r}" if job.pipeline else ""
+    return f"{kind}({job.id!r}{pipeline}, url={job.url!r})"
 
 
 def _check(response: httpx.Response) -> dict[str, Any]:
@@ -108,14 +211,17 @@ class _Sse:
 
 
 class Job:
-    """A submitted job, followed over REST."""
+    """A submitted job, followed over REST: ``Job('5f0c…', pipeline='ensemble',
+    url='http://127.0.0.1:8000/v1/jobs/5f0c…')``."""
 
-    def __init__(self, client: Client, job_id: str) -> None:
+    def __init__(self, client: Client, job_id: str, pipeline: str | None = None) -> None:
         self.client = client
         self.id = job_id
+        self.pipeline = pipeline
+        self.url = f"{client.url}/v1/jobs/{job_id}"
 
     def __repr__(self) -> str:
-        return f"Job({self.id!r}, url={str(self.client.http.base_url).rstrip('/')!r})"
+        return _repr("Job", self)
 
     def status(self) -> JobView:
         """The job: state, progress, steps, and its result or error once it has one."""
@@ -137,8 +243,11 @@ class Job:
                 return view
 
     def result(self, timeout: float | None = None) -> Any:
-        """The job's result; raises JobFailed if it failed or was cancelled."""
-        return _result(self.wait(timeout))
+        """The job's result, with numpy arrays, PIL images and bytes where the pipeline's
+        output schema declares them (the plain JSON if the schema cannot be read); raises
+        JobFailed if it failed or was cancelled, TimeoutError if it is still going."""
+        view = self.wait(timeout)
+        return self.client._decoded(view.pipeline or self.pipeline, _result(view))
 
     def cancel(self) -> JobView:
         """Cancel the job; returns it, cancelled."""
@@ -159,20 +268,39 @@ class Job:
 
 
 class Client:
-    """Submit and follow jobs: ``Client(url, api_key=None)``."""
+    """Submit and follow jobs: ``Client(url=None, api_key=None)``.
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None,
-                 timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=url, headers=_headers(api_key), timeout=timeout)
+    Without ``url``, the API at ``http://{settings.api_host}:{settings.api_port}``; without
+    ``api_key``, ``settings.api_key``; ``settings`` defaults to :class:`Settings` read from
+    the ``BRAID_*`` variables when the client is made."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
+                 *, settings: Settings | None = None) -> None:
+        self.url, key = _target(url, api_key, settings)
+        self.http = httpx.Client(base_url=self.url, headers=_headers(key), timeout=timeout,
+                                 transport=_Transport(self.url))
+        self._schemas = _Schemas()
 
     def submit(self, pipeline: str, /, **inputs: Any) -> Job:
-        """Start a job of ``pipeline`` with ``inputs`` as its request body."""
-        return Job(self, _check(self.http.post(f"/v1/pipelines/{pipeline}/jobs", json=inputs))["id"])
+        """Start a job of ``pipeline`` (or of a service API, as ``"service.api"``) with
+        ``inputs`` as its request body; numpy arrays, PIL images and bytes are sent in their
+        REST forms."""
+        accepted = _check(self.http.post(_submit_path(pipeline), json=to_rest(inputs)))
+        return Job(self, accepted["id"], accepted.get("pipeline", pipeline))
 
     def call(self, service: str, api: str, /, **inputs: Any) -> Job:
-        """Start a one-step job of ``service``'s ``api``."""
-        path = f"/v1/services/{service}/{api}/jobs"
-        return Job(self, _check(self.http.post(path, json=inputs))["id"])
+        """Start a one-step job of ``service``'s ``api``: ``submit("service.api", ...)``."""
+        return self.submit(f"{service}.{api}", **inputs)
+
+    def _decoded(self, pipeline: str | None, value: Any) -> Any:
+        """``value``, a result of ``pipeline`` in its REST form, as Python values."""
+        if pipeline is not None and (path := self._schemas.listing(pipeline)) is not None:
+            try:
+                listing = _listing(self.http.get(path))
+            except (httpx.HTTPError, BraidError):
+                listing = None
+            self._schemas.learn(pipeline, listing)
+        return self._schemas.decode(pipeline, value)
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)
@@ -198,12 +326,14 @@ class Client:
 class AsyncJob:
     """A submitted job, followed over REST without blocking the event loop."""
 
-    def __init__(self, client: AsyncClient, job_id: str) -> None:
+    def __init__(self, client: AsyncClient, job_id: str, pipeline: str | None = None) -> None:
         self.client = client
         self.id = job_id
+        self.pipeline = pipeline
+        self.url = f"{client.url}/v1/jobs/{job_id}"
 
     def __repr__(self) -> str:
-        return f"AsyncJob({self.id!r}, url={str(self.client.http.base_url).rstrip('/')!r})"
+        return _repr("AsyncJob", self)
 
     async def status(self) -> JobView:
         return _view(await self.client.http.get(f"/v1/jobs/{self.id}"))
@@ -216,7 +346,8 @@ class AsyncJob:
                 return view
 
     async def result(self, timeout: float | None = None) -> Any:
-        return _result(await self.wait(timeout))
+        view = await self.wait(timeout)
+        return await self.client._decoded(view.pipeline or self.pipeline, _result(view))
 
     async def cancel(self) -> JobView:
         return _view(await self.client.http.delete(f"/v1/jobs/{self.id}"))
@@ -236,17 +367,28 @@ class AsyncJob:
 class AsyncClient:
     """The async twin of :class:`Client`."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None,
-                 timeout: float = 30.0) -> None:
-        self.http = httpx.AsyncClient(base_url=url, headers=_headers(api_key), timeout=timeout)
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
+                 *, settings: Settings | None = None) -> None:
+        self.url, key = _target(url, api_key, settings)
+        self.http = httpx.AsyncClient(base_url=self.url, headers=_headers(key), timeout=timeout,
+                                      transport=_AsyncTransport(self.url))
+        self._schemas = _Schemas()
 
     async def submit(self, pipeline: str, /, **inputs: Any) -> AsyncJob:
-        response = await self.http.post(f"/v1/pipelines/{pipeline}/jobs", json=inputs)
-        return AsyncJob(self, _check(response)["id"])
+        accepted = _check(await self.http.post(_submit_path(pipeline), json=to_rest(inputs)))
+        return AsyncJob(self, accepted["id"], accepted.get("pipeline", pipeline))
 
     async def call(self, service: str, api: str, /, **inputs: Any) -> AsyncJob:
-        response = await self.http.post(f"/v1/services/{service}/{api}/jobs", json=inputs)
-        return AsyncJob(self, _check(response)["id"])
+        return await self.submit(f"{service}.{api}", **inputs)
+
+    async def _decoded(self, pipeline: str | None, value: Any) -> Any:
+        if pipeline is not None and (path := self._schemas.listing(pipeline)) is not None:
+            try:
+                listing = _listing(await self.http.get(path))
+            except (httpx.HTTPError, BraidError):
+                listing = None
+            self._schemas.learn(pipeline, listing)
+        return self._schemas.decode(pipeline, value)
 
     def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, job_id)

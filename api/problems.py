@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import redis.exceptions
@@ -15,9 +16,15 @@ from starlette.exceptions import HTTPException
 
 from app import BraidError, BrokerUnavailable, InvalidInput, NotFound, Unauthorized
 
-__all__ = ["Problem", "install", "problem", "responses"]
+__all__ = ["UNAUTHORIZED", "UNAVAILABLE", "Problem", "install", "problem", "responses"]
 
 MEDIA_TYPE = "application/problem+json"
+
+UNAUTHORIZED = {401: "Missing or wrong API key (with BRAID_API_KEYS)"}
+UNAVAILABLE = {503: "Redis is unreachable"}
+
+# The framework's own errors that have a code of their own; the others are `http_error`.
+_HTTP_CODES = {405: "method_not_allowed"}
 
 
 class FieldError(BaseModel):
@@ -77,6 +84,16 @@ def invalid_input(errors: list[Any]) -> InvalidInput:
     return InvalidInput(f"invalid request: {detail}", errors=items)
 
 
+def _allowed(request: Request, given: str) -> str:
+    """Every method the request's path answers: FastAPI's ``Allow`` (``given``) names only
+    the first route that matched the path, where a path has one route per method."""
+    methods = {m.strip() for m in given.split(",") if m.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Map Braid's exception tree (and the framework's own errors) onto problem answers."""
 
@@ -97,10 +114,17 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
             return problem(NotFound(f"no route {request.method} {request.url.path}; see /docs"))
-        error = BraidError(str(exc.detail))
-        body = {"type": "about:blank", "status": exc.status_code, "code": "http_error",
-                "detail": error.message}
-        return JSONResponse(body, status_code=exc.status_code, media_type=MEDIA_TYPE)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail, headers = str(exc.detail), exc.headers
+        if exc.status_code == 405:
+            allowed = _allowed(request, (headers or {}).get("Allow", ""))
+            detail = (f"{request.method} is not allowed on {request.url.path}; it answers "
+                      f"{allowed}. See /docs")
+            headers = {**(headers or {}), "Allow": allowed}
+        body = {"type": f"urn:braid:problem:{code}", "status": exc.status_code, "code": code,
+                "detail": detail}
+        return JSONResponse(body, status_code=exc.status_code, media_type=MEDIA_TYPE,
+                            headers=headers)
 
     app.add_exception_handler(BraidError, braid_error)
     app.add_exception_handler(RequestValidationError, invalid)
@@ -111,6 +135,22 @@ def install(app: FastAPI) -> None:
     _document(app)
 
 
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _problem_content(schema: dict[str, Any]) -> None:
+    """FastAPI documents a request's validation errors as its own ``HTTPValidationError``
+    JSON; they are answered as problems (``invalid_input``), so say so."""
+    for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
+        content = operation.get("responses", {}).get("422", {}).get("content", {})
+        if content.get("application/json", {}).get("schema") == {"$ref": _FASTAPI_422}:
+            content.clear()
+            content[MEDIA_TYPE] = {"schema": _REF}
+    components = schema.get("components", {}).get("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+
+
 def _document(app: FastAPI) -> None:
     """Put :class:`Problem` into the OpenAPI components, where :func:`responses` points."""
     generate = app.openapi
@@ -118,6 +158,7 @@ def _document(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()  # which FastAPI keeps as app.openapi_schema
+            _problem_content(schema)
             problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
             found = schema.setdefault("components", {}).setdefault("schemas", {})
             found.update(problem.pop("$defs", {}))

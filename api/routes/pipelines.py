@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api.catalog import PipelineInfo, PipelineList, pipeline_info
 from api.deps import Authorized, BraidDep
+from api.problems import UNAUTHORIZED, responses
 from api.routes._typed import add_submit_route
 from app._registry import Registry
 
@@ -14,14 +16,19 @@ __all__ = ["router"]
 
 
 def router(registry: Registry) -> APIRouter:
-    r = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
+    r = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], dependencies=[Authorized],
+                  responses=responses(UNAUTHORIZED))
 
-    @r.get("", summary="List pipelines with their input schemas and step graphs")
+    @r.get("", summary="List pipelines with their input schemas and step graphs",
+           response_model=PipelineList)
     async def list_pipelines(braid: BraidDep) -> dict[str, Any]:
-        return {"pipelines": [
-            {**p.describe(), "submit_url": f"/v1/pipelines/{p.name}/jobs"}
-            for p in braid.registry.pipelines.values()
-        ]}
+        return {"pipelines": [pipeline_info(p) for p in braid.registry.pipelines.values()]}
+
+    @r.get("/{name}", summary="One pipeline: its input schema, step graph and submit URL",
+           response_model=PipelineInfo,
+           responses=responses({404: "No such pipeline (the answer names the known ones)"}))
+    async def get_pipeline(name: str, braid: BraidDep) -> dict[str, Any]:
+        return pipeline_info(braid.registry.pipeline(name))
 
     for p in registry.pipelines.values():
         add_submit_route(r, f"/{p.name}/jobs", p, f"Run pipeline {p.name}", p.func.__doc__)

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api.catalog import ServiceInfo, ServiceList, service_info
 from api.deps import Authorized, BraidDep
+from api.problems import UNAUTHORIZED, UNAVAILABLE, responses
 from api.routes._typed import add_submit_route
 from app._registry import Registry
 
@@ -14,20 +16,25 @@ __all__ = ["router"]
 
 
 def router(registry: Registry) -> APIRouter:
-    r = APIRouter(prefix="/v1/services", tags=["services"], dependencies=[Authorized])
+    r = APIRouter(prefix="/v1/services", tags=["services"], dependencies=[Authorized],
+                  responses=responses(UNAUTHORIZED))
 
-    @r.get("", summary="List services, their queues, resources and API schemas")
+    @r.get("", summary="List services, their queues, resources and API schemas",
+           response_model=ServiceList,
+           responses=responses(UNAVAILABLE))
     async def list_services(braid: BraidDep) -> dict[str, Any]:
         stats = await braid.queues()
-        return {"services": [
-            {**svc.describe(), **stats[svc.name].describe(), "apis": [
-                {"name": a.name, "task": a.task_name,
-                 "submit_url": f"/v1/services/{svc.name}/{a.name}/jobs",
-                 "input_schema": a.input_model.model_json_schema(),
-                 "output_schema": a.output_schema()}
-                for a in svc.apis.values()]}
-            for svc in braid.registry.all_services
-        ]}
+        return {"services": [service_info(svc, stats[svc.name])
+                             for svc in braid.registry.all_services]}
+
+    @r.get("/{name}", summary="One service: its queue, resources and API schemas",
+           response_model=ServiceInfo,
+           responses=responses({404: "No such service (the answer names the known ones)"}
+                               | UNAVAILABLE))
+    async def get_service(name: str, braid: BraidDep) -> dict[str, Any]:
+        service = braid.registry.service(name)
+        stats = await braid.queues()
+        return service_info(service, stats[service.name])
 
     for svc in registry.services.values():
         for spec in svc.apis.values():

@@ -6,6 +6,8 @@ A body is a JSON object, or ``multipart/form-data`` whose file parts fill image,
 from __future__ import annotations
 
 import json
+import types
+import typing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -14,18 +16,19 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import Authorized, Braid, BraidDep
+from api.examples import example
 from api.jobs import submit
-from api.problems import invalid_input, responses
+from api.problems import UNAUTHORIZED, invalid_input, responses
 from app import InvalidInput, PayloadTooLarge
 from app._pipeline import Pipeline
+from app._types import is_array_type, is_image_type
 from app._views import JobAccepted, JobView
 
 __all__ = ["add_submit_route", "read_body"]
 
 # 202 is the route's response_model (JobAccepted); submit() answers with a ViewResponse of
 # it, or of the final JobView, so neither is validated or serialized twice.
-_ACCEPTED = responses({
-    401: "Missing or wrong API key (with BRAID_API_KEYS)",
+_ACCEPTED = responses(UNAUTHORIZED | {
     404: "Unknown service, API or pipeline",
     413: "The request is over BRAID_MAX_UPLOAD_BYTES",
     422: "The body does not match the declared types",
@@ -86,6 +89,37 @@ async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> B
         raise invalid_input(exc.errors()) from None
 
 
+_FILES = {"image": "An image file (PNG, JPEG, ...)", "array": "A .npy file (numpy.save)",
+          "bytes": "A file: its bytes"}
+
+
+def _file_kind(annotation: Any) -> str | None:
+    """Which file an input is sent as in a multipart body, if it is one."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else None
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if is_image_type(annotation):
+        return "image"
+    if is_array_type(annotation):
+        return "array"
+    return "bytes" if annotation is bytes else None
+
+
+def _multipart(model: type[BaseModel], schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as a form: image, array and bytes inputs are file parts (a file picker in
+    /docs), the other inputs keep their schemas."""
+    properties = dict(schema.get("properties", {}))
+    for name, field in model.model_fields.items():
+        kind = _file_kind(field.annotation)
+        if kind is not None and name in properties:
+            properties[name] = {"type": "string", "format": "binary",
+                                "title": properties[name].get("title", name),
+                                "description": _FILES[kind]}
+    return {**schema, "properties": properties}
+
+
 def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: str,
                      description: str | None) -> None:
     model = pipeline.input_model
@@ -100,8 +134,9 @@ def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: 
     ) -> JSONResponse:
         return await submit(braid, request, pipeline, await read_body(request, braid, model), wait)
 
-    body = {"required": True, "content": {"application/json": {"schema": schema},
-                                          "multipart/form-data": {"schema": schema}}}
+    body = {"required": True, "content": {
+        "application/json": {"schema": schema, "example": example(pipeline)},
+        "multipart/form-data": {"schema": _multipart(model, schema)}}}
     router.add_api_route(path, endpoint, methods=["POST"], status_code=202, summary=summary,
                          description=description, response_model=JobAccepted,
                          responses=_ACCEPTED,

@@ -94,6 +94,7 @@ def _steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
         }
         if StepField.size in s:
             out[name]["size"] = int(s[StepField.size])
+            out[name]["done"] = int(s.get(StepField.done, 0))
     for name, view in out.items():
         base = map_of(name)
         if base is not None and base in out:

@@ -108,7 +108,7 @@ def new_job(pipeline: Pipeline, inputs: dict[str, str], deadline_s: float) -> Ne
         pipeline=pipeline.name,
         inputs={input_ref(k): v for k, v in inputs.items()},
         steps=steps,
-        total=sum(1 for n in pipeline.nodes.values() if not n.is_map),
+        total=len(pipeline.nodes),
         sinks=len(pipeline.sinks),
         output=pipeline.output,
         deadline_s=deadline_s,

@@ -10,6 +10,7 @@ chord over the list built here at run time by the step that produced the list.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = ["StepFailed", "StepTask", "Worker", "run_map", "run_step"]
 log = logging.getLogger("braid.worker")
 
 _MESSAGE_LIMIT = 2000
+_TRACEBACK_LIMIT = 8000
 
 
 class StepFailed(Exception):
@@ -49,6 +51,10 @@ class StepFailed(Exception):
 
 class StepTask(Task):  # type: ignore[misc]
     """The Celery task class of every step."""
+
+    # expected: Braid logged the failure with the service's own traceback already, so
+    # Celery logs no second one (its failure event still carries the chain, for Flower)
+    throws = (StepFailed,)
 
     def on_replace(self, sig: Signature) -> None:
         """Publish the replacement and return: the replacement now carries what followed
@@ -81,6 +87,16 @@ def _error(exc: BaseException, kind: str | None = None) -> dict[str, str]:
     if len(message) > _MESSAGE_LIMIT:
         message = message[:_MESSAGE_LIMIT] + "..."
     return {"type": kind or type(exc).__name__, "message": message}
+
+
+def _traceback(exc: BaseException, func: Callable[..., Any]) -> str:
+    """The traceback from the service's ``func`` down (Braid's frames above it dropped),
+    its last ``_TRACEBACK_LIMIT`` characters."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not func.__code__:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+    return text if len(text) <= _TRACEBACK_LIMIT else "...\n" + text[-_TRACEBACK_LIMIT:]
 
 
 class _Invalid(Exception):
@@ -260,19 +276,20 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
         raise StepFailed(f"{step}: {exc.error['type']}: {exc.error['message']}") from None
     except Exception as exc:
         w.hooks.on_error(run, exc)
-        error = _error(exc)
+        error = {**_error(exc), "traceback": _traceback(exc, spec.func)}
         if spec.retry and isinstance(exc, spec.retry.on) and start.attempts < limit:
             delay = spec.retry.delay(start.attempts)
             w.recorder.retrying(job, step, error, delay)
             raise task.retry(countdown=delay, max_retries=None) from None
         w.recorder.fail(job, step, error, tag=tag, **run.timing())
-        log.warning("step %s of job %s failed: %s: %s", step, job, error["type"], error["message"])
-        raise StepFailed(f"{step}: {error['type']}: {error['message']}") from None
+        log.warning("step %s of job %s failed:\n%s", step, job, error["traceback"].rstrip())
+        raise StepFailed(f"{step}: {error['type']}: {error['message']}") from exc
     stored = None if blob is None else ("SET", blob[0], blob[1], "EX", w.settings.job_ttl_s)
     element_of = (call.map_step, call.sink, call.whole) if call.map_step is not None else None
     status, output_spec = w.recorder.finish(
         job, step, packed, sink=call.sink and element_of is None,
-        whole=call.whole and element_of is None, tag=tag, element_of=element_of,
+        whole=call.whole and element_of is None, counts=element_of is None, tag=tag,
+        element_of=element_of,
         expansion=expansion, handoff=_hand_off(task, job, call, expansion, stored),
         **run.timing())
     if status == "complete":
@@ -303,7 +320,7 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
         raise Ignore()
     if not items:
         status, output_spec = w.recorder.finish(job, step, "[]", sink=call.sink,
-                                                whole=call.whole, counts=False, tag=tag)
+                                                whole=call.whole, tag=tag)
         if status == "complete":
             _assemble(w, job, output_spec.decode())
         return

@@ -38,7 +38,9 @@ def _omitted(description: str) -> Any:
 
 class StepState(enum.StrEnum):
     """What a step is doing: like a job's state, plus `retrying` (it failed and waits for
-    its next attempt under the API's retry policy)."""
+    its next attempt under the API's retry policy) and `skipped` (its job failed before it
+    started). A step of a cancelled job that had not started is `cancelled`; every step of
+    a job that ended is final, save one still running that ends on its own."""
 
     queued = "queued"
     running = "running"
@@ -46,6 +48,7 @@ class StepState(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    skipped = "skipped"
 
 
 class JobError(BaseModel):
@@ -59,13 +62,17 @@ class JobError(BaseModel):
     type: str = Field(description="The error's kind: the exception's class name "
                       "(`ValueError`, `StepTimeout`, `DeadlineExceeded`, `Cancelled`, ...)")
     message: str = Field(description="What went wrong")
+    traceback: str | SkipJsonSchema[None] = _omitted(
+        "Where the service's code raised it: the traceback from the API's method down (its "
+        "last 8,000 characters); only for exceptions raised by a service's own code")
 
 
 class Progress(BaseModel):
-    """How many of a job's steps are done; `total` grows when a map learns its size."""
+    """How many of a job's steps are done. A map is one step (done when all its elements
+    are); how far a map got is its step's `done` of `size`."""
 
     done: int = Field(description="Steps that succeeded")
-    total: int = Field(description="Steps the job has (so far: each map adds its elements)")
+    total: int = Field(description="Steps the job has: fixed when it is submitted")
 
 
 class StepView(BaseModel):
@@ -85,6 +92,8 @@ class StepView(BaseModel):
     finished_at: dt.datetime | None
     error: JobError | None = Field(description="Its last error (also while `retrying`)")
     size: int | SkipJsonSchema[None] = _omitted("A map's number of elements, once known; "
+                                                "only maps have it")
+    done: int | SkipJsonSchema[None] = _omitted("A map's elements that succeeded (of `size`); "
                                                 "only maps have it")
 
 

@@ -16,11 +16,22 @@ def test_failure_inside_a_join_fails_the_job_and_the_join_never_runs(
     before = marks(system.redis(), "join-after-fail")
     view = run(http, "/v1/pipelines/fail-in-join/jobs", {"x": 1, "key": "join-after-fail"})
     assert view["state"] == "failed"
-    assert view["error"] == {"step": "calc.fail_if", "type": "RuntimeError",
-                             "message": "element 1 is bad"}
+    assert {k: view["error"][k] for k in ("step", "type", "message")} == {
+        "step": "calc.fail_if", "type": "RuntimeError", "message": "element 1 is bad"}
     drained(http, "calc")
     assert marks(system.redis(), "join-after-fail") == before
-    assert view["steps"]["calc.collect"]["state"] == "queued"
+
+
+def test_the_steps_a_failure_left_unstarted_end_skipped(http: httpx.Client) -> None:
+    # given a join of two parallel steps, one of which fails
+    # when the job fails
+    view = run(http, "/v1/pipelines/fail-in-join/jobs", {"x": 1, "key": "skipped-join"})
+    drained(http, "calc")
+    steps = http.get(f"/v1/jobs/{view['id']}").json()["steps"]
+    # then the join never started and is skipped; its sibling ran, or never started either
+    assert steps["calc.fail_if"]["state"] == "failed"
+    assert steps["calc.collect"]["state"] == "skipped"
+    assert steps["calc.double"]["state"] in ("succeeded", "skipped")
 
 
 def test_failure_inside_a_map_fails_the_job_and_the_collect_never_runs(
@@ -61,6 +72,11 @@ def test_cancel_while_step_2_runs_stops_steps_3_and_4(system: System, http: http
     drained(http, "slow", "calc")
     assert marks(r, "cancel-a") == before
     assert http.delete(f"/v1/jobs/{job}").status_code == 409
+    # every step's state adds up: step 1 ran, step 2 was stopped, 3 and 4 never started
+    steps = http.get(f"/v1/jobs/{job}").json()["steps"]
+    assert [steps[s]["state"] for s in ("slow.sleep", "slow.sleep-2", "calc.collect",
+                                        "calc.collect-2")] == [
+        "succeeded", "cancelled", "cancelled", "cancelled"]
 
 
 def test_cancel_survives_a_restart_of_every_worker(system: System, http: httpx.Client) -> None:

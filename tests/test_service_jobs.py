@@ -56,9 +56,36 @@ def test_unknown_service_api_and_job_are_404(http: httpx.Client) -> None:
 def test_raising_model_fails_the_job_and_the_worker_keeps_serving(http: httpx.Client) -> None:
     view = run(http, "/v1/services/echo/boom/jobs", {"message": "no such label"})
     assert view["state"] == "failed"
-    assert view["error"] == {"step": "boom", "type": "ValueError", "message": "no such label"}
+    assert {k: view["error"][k] for k in ("step", "type", "message")} == {
+        "step": "boom", "type": "ValueError", "message": "no such label"}
     assert view["steps"]["boom"]["state"] == "failed"
     assert run(http, "/v1/services/echo/echo/jobs", {"value": "still here"})["result"] == "still here"
+
+
+def test_a_failed_step_keeps_the_service_codes_traceback_in_the_job_and_the_log(
+        system: System, http: httpx.Client) -> None:
+    # given a service API that raises
+    # when a job of it fails
+    view = run(http, "/v1/services/echo/boom/jobs", {"message": "traced"})
+    # then the job's and the step's error carry the traceback from the API's method down
+    trace = view["error"]["traceback"]
+    assert view["steps"]["boom"]["error"]["traceback"] == trace
+    assert trace.startswith("Traceback (most recent call last):")
+    assert 'tests/apps/basic.py", line' in trace and ", in boom\n" in trace
+    assert "raise ValueError(message)" in trace and trace.endswith("ValueError: traced\n")
+    assert "app/_step.py" not in trace
+    # and the worker's log shows the same traceback
+    wait_for(lambda: "ValueError: traced" in system.log("worker-echo") or None, 10, "the log line")
+    assert "raise ValueError(message)" in system.log("worker-echo")
+
+
+def test_a_deep_traceback_is_kept_to_its_last_8000_characters(http: httpx.Client) -> None:
+    # given a service API that raises 300 calls down
+    # when its job fails
+    trace = run(http, "/v1/services/echo/deep/jobs", {"depth": 300})["error"]["traceback"]
+    # then the traceback kept is its end: bounded, and still naming the error
+    assert len(trace) <= 8004 and trace.startswith("...\n")
+    assert trace.endswith("ValueError: bottom\n") and ", in _ping\n" in trace
 
 
 def test_arrays_round_trip_exactly(http: httpx.Client) -> None:

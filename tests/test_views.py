@@ -69,12 +69,13 @@ def test_client_status_is_a_job_view_equal_to_the_rest_json(system: System,
     assert view.model_dump(mode="json") == rest
     assert view.id == job.id and view.pipeline == "mapped"
     assert view.state is JobState.succeeded and view.result == [0, 2] and view.error is None
-    assert (view.progress.done, view.progress.total) == (4, 4)
+    assert (view.progress.done, view.progress.total) == (3, 3)
     assert view.created_at is not None and view.created_at.tzinfo == dt.UTC
     assert view.finished_at is not None and view.created_at <= view.finished_at
     assert view.steps is not None
     mapped = view.steps["calc.double"]
-    assert (mapped.kind, mapped.size, mapped.state) == ("map", 2, StepState.succeeded)
+    assert (mapped.kind, mapped.size, mapped.done, mapped.state) == (
+        "map", 2, 2, StepState.succeeded)
     element = view.steps["calc.double[1]"]
     assert (element.service, element.api, element.size) == (mapped.service, mapped.api, None)
     assert "size" not in rest["steps"]["calc.double[1]"] and rest["steps"]["calc.double"]["size"] == 2
@@ -112,7 +113,8 @@ def test_client_views_of_failed_cancelled_and_none_result_jobs_keep_the_rest_jso
         assert view.model_dump(mode="json") == rest
     assert "result" not in http.get(f"/v1/jobs/{failed.id}").json()
     assert http.get(f"/v1/jobs/{nothing.id}").json()["result"] is None
-    assert repr(sleeping) == f"Job({sleeping.id!r}, url={system.url!r})"
+    assert repr(sleeping) == (f"Job({sleeping.id!r}, pipeline='slow.sleep', "
+                              f"url='{system.url}/v1/jobs/{sleeping.id}')")
 
 
 def test_client_jobs_are_job_views_equal_to_the_rest_list(system: System,

@@ -3,7 +3,6 @@
 -- the map's expanded event.
 local function expand_map(job, steps, data, m, n, now, channel, ev, args, first)
   redis.call('HSET', steps, m .. '|size', n, m .. '|state', 'running', m .. '|started_at', now)
-  redis.call('HINCRBY', job, 'total', n)
   for i = 1, n do
     local e = m .. '[' .. (i - 1) .. ']'
     redis.call('HSET', data, 'm:' .. m .. ':' .. (i - 1), args[first + i - 1])

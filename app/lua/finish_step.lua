@@ -11,7 +11,8 @@
 -- KEYS[11 ..] the key of each hand-off command below, in order
 -- ARGV[1] step   ARGV[2] now   ARGV[3] job id   ARGV[4] events channel
 -- ARGV[5] output (wire text)   ARGV[6] flags: 's' a sink, 'w' its output is the whole
---         result, 'c' it counts in progress   ARGV[7] broker delivery tag ('' if none)
+--         result, 'c' it counts in progress (a map counts once, when it succeeds; its
+--         elements do not)   ARGV[7] broker delivery tag ('' if none)
 -- ARGV[8] step event   ARGV[9] job-succeeded event
 -- ARGV[10] map this step is an element of ('' if none)   ARGV[11] the map's flags
 -- ARGV[12] the map's succeeded event
@@ -68,7 +69,12 @@ if tag ~= '' then
   redis.call('HDEL', KEYS[6], tag)
   redis.call('ZREM', KEYS[7], tag)
 end
-if redis.call('HGET', job, 'state') ~= 'running' then return {'ended'} end
+local state = redis.call('HGET', job, 'state')
+if state ~= 'running' then
+  -- it ran to its end after its job ended (a sibling failed, a cancel came too late)
+  if state then redis.call('HSET', steps, s .. '|state', 'succeeded', s .. '|finished_at', now) end
+  return {'ended'}
+end
 redis.call('HSET', data, 'o:' .. s, ARGV[5])
 redis.call('HSET', steps, s .. '|state', 'succeeded', s .. '|finished_at', now)
 if string.find(ARGV[6], 'c', 1, true) then redis.call('HINCRBY', job, 'done', 1) end
@@ -81,6 +87,7 @@ if m ~= '' then
   if n == 0 then
     redis.call('HSET', data, 'o:' .. m, '[]')
     redis.call('HSET', steps, m .. '|state', 'succeeded', m .. '|finished_at', now)
+    redis.call('HINCRBY', job, 'done', 1)
     redis.call('PUBLISH', channel, ARGV[16])
     result = sink_finished(ARGV[15], '[]')
   end
@@ -96,6 +103,7 @@ if map ~= '' then
     local list = '[' .. table.concat(redis.call('HMGET', data, unpack(fields)), ',') .. ']'
     redis.call('HSET', data, 'o:' .. map, list)
     redis.call('HSET', steps, map .. '|state', 'succeeded', map .. '|finished_at', now)
+    redis.call('HINCRBY', job, 'done', 1)
     redis.call('PUBLISH', channel, ARGV[12])
     result = sink_finished(ARGV[11], list)
   end

@@ -21,6 +21,16 @@ def mark(key: str) -> int:
     return int(_redis().incr(f"test:mark:{key}"))
 
 
+def _ping(depth: int) -> int:
+    if depth == 0:
+        raise ValueError("bottom")
+    return _pong(depth - 1)
+
+
+def _pong(depth: int) -> int:
+    return _ping(depth)
+
+
 @service(timeout=10)
 class Echo:
     def __init__(self) -> None:
@@ -49,6 +59,12 @@ class Echo:
     @api
     def boom(self, message: str) -> str:
         raise ValueError(message)
+
+    @api
+    def deep(self, depth: int) -> int:
+        """Raises ValueError ``depth`` calls down (through two functions in turn, so that
+        Python does not fold the traceback's repeated lines)."""
+        return _ping(depth)
 
     @api
     def not_a_number(self) -> float:

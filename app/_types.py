@@ -154,7 +154,12 @@ def _image_from_rest(value: Any) -> Any:
             return opened.copy()
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image too large: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        # PIL's own message names the in-memory buffer (`<_io.BytesIO object at 0x...>`)
+        raise ValueError("not a readable image file (no image format recognises these "
+                         f"{len(value)} bytes); send a PNG, JPEG or another of "
+                         f"{', '.join(settings.image_formats)}") from None
+    except (OSError, SyntaxError) as exc:
         raise ValueError(f"not a readable image file ({exc})") from exc
 
 

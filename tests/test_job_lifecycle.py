@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 
@@ -161,6 +162,57 @@ def test_events_stream_step_transitions_and_ends_with_the_final_state(
     seen = [(e["step"], e["state"]) for kind, e in events if kind == "step"]
     done = [s for s, state in seen if state == "succeeded"]
     assert done == [s for s in ("calc.double", "echo.echo", "slow.inc") if s in done]
+
+
+def _events(http: httpx.Client, job: str, **headers: str) -> list[tuple[float, str, Any]]:
+    """The job's event stream, read to its end: (id, kind, data) per event."""
+    out: list[tuple[float, str, Any]] = []
+    with http.stream("GET", f"/v1/jobs/{job}/events", headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            elif "data" in fields:
+                out.append((float(fields["id"]), fields["event"], json.loads(fields["data"])))
+                fields = {}
+    return out
+
+
+def test_every_event_has_an_id_and_a_stream_resumes_after_the_last_event_id(
+        http: httpx.Client) -> None:
+    # given the whole event stream of a job of four steps, each event with its id
+    job = submit(http, "/v1/pipelines/four-steps/jobs", {"first": 0.3, "second": 0.3,
+                                                          "key": "resume"})
+    whole = _events(http, job)
+    ids = [i for i, _, _ in whole]
+    assert ids == sorted(ids) and whole[0][1] == "snapshot" and whole[-1][1] == "end"
+    steps = [(i, e["step"], e["state"]) for i, kind, e in whole if kind == "step" and e["step"]]
+    assert len(steps) >= 2, whole
+    # when a client reconnects with the id of the first step event it saw
+    resumed = _events(http, job, **{"Last-Event-ID": repr(steps[0][0])})
+    # then it gets no snapshot, the transitions after that one, and the end
+    assert [(s, state) for _, kind, e in resumed if kind == "step"
+            for s, state in [(e["step"], e["state"])]] == [(s, state) for _, s, state in steps[1:]]
+    assert resumed[-1][1] == "end" and resumed[-1][2]["state"] == "succeeded"
+    assert all(kind != "snapshot" for _, kind, _ in resumed)
+
+
+def test_a_client_that_saw_the_end_is_told_to_stop_reconnecting(http: httpx.Client) -> None:
+    # given a job that ended, and the id of its stream's end event
+    job = run(http, "/v1/pipelines/chain-3/jobs", {"x": 5})["id"]
+    end = _events(http, job)[-1]
+    # when a client reconnects after the end
+    response = http.get(f"/v1/jobs/{job}/events", headers={"Last-Event-ID": repr(end[0])})
+    # then the answer is 204 No Content, which stops an EventSource
+    assert end[1] == "end" and response.status_code == 204
+
+
+def test_a_last_event_id_this_stream_never_sent_is_422(http: httpx.Client) -> None:
+    job = run(http, "/v1/pipelines/chain-3/jobs", {"x": 6})["id"]
+    response = http.get(f"/v1/jobs/{job}/events", headers={"Last-Event-ID": "yesterday"})
+    assert response.status_code == 422 and "Last-Event-ID" in response.json()["detail"]
 
 
 def test_jobs_list_newest_first_filtered(http: httpx.Client) -> None:

@@ -119,6 +119,21 @@ def test_images_round_trip_exactly(http: httpx.Client) -> None:
         assert back.tobytes() == sent.tobytes()
 
 
+def test_bytes_that_are_no_image_are_422_saying_so_without_pythons_internals(
+        http: httpx.Client) -> None:
+    # given an image field whose bytes are no image file
+    gray = _png(Image.linear_gradient("L"))
+    # when it is submitted
+    response = http.post("/v1/services/echo/images/jobs",
+                         json={"rgb": base64.b64encode(b"GIF89 not really").decode(), "gray": gray})
+    # then the 422 names the field and what to send, and no Python object's repr
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "rgb"
+    detail = response.json()["detail"]
+    assert "not a readable image file" in detail and "send a PNG, JPEG" in detail
+    assert "BytesIO" not in detail and " at 0x" not in detail
+
+
 def test_five_megabytes_go_by_reference_not_on_the_broker(
         system: System, http: httpx.Client) -> None:
     data = os.urandom(5 * 2**20)

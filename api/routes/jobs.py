@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
 
+from api import stream
 from api.deps import Authorized, BraidDep
 from api.jobs import ViewResponse, read_job, render, until_final
 from api.problems import responses
-from app import JobConflict, JobNotFound, JobState, NotAcceptable
+from api.stream import ended_before
+from app import InvalidInput, JobConflict, JobNotFound, JobState, NotAcceptable
 from app._protocol import JobField
 from app._types import to_rest
 from app._views import JobList, JobView
@@ -62,33 +59,28 @@ def router() -> APIRouter:
         return ViewResponse(view)
 
     @r.get("/{job}/events", summary="Server-sent events of step transitions, ending with the "
-           "final state", responses=responses(_UNKNOWN | _INVALID, also={200: {
-               "content": {"text/event-stream": {}},
-               "description": "`snapshot` (the job, as GET /v1/jobs/{id} gives it), then `step` "
-                              "events (a step's transition: job, step, state, ts and, for "
-                              "failures, error), then `end` (the final job)"}}))
-    async def job_events(job: str, braid: BraidDep) -> StreamingResponse:
-        await read_job(braid, job, with_steps=False)
-
-        async def stream() -> AsyncIterator[str]:
-            async with braid.hub.watch(job) as events:
-                view = await read_job(braid, job)
-                yield _sse("snapshot", view)
-                while not view.state.final:
-                    try:
-                        event = await asyncio.wait_for(events.get(), 15)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        with contextlib.suppress(JobNotFound):
-                            view = await read_job(braid, job, with_steps=False)
-                        continue
-                    if event.get("final") or event.get("state") == "resync":
-                        view = await read_job(braid, job)
-                    else:
-                        yield _sse("step", event)
-                yield _sse("end", await read_job(braid, job))
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
+           "final state", responses=responses(_UNKNOWN | _INVALID, also={
+               200: {"content": {"text/event-stream": {}},
+                     "description": "`snapshot` (the job, as GET /v1/jobs/{id} gives it), then "
+                                    "`step` events (a step's transition: job, step, state, ts "
+                                    "and, for failures, error), then `end` (the final job). "
+                                    "Each has an `id:` (the transition's time); with "
+                                    "`Last-Event-ID` the stream resumes after it, without "
+                                    "a snapshot."},
+               204: {"description": "With `Last-Event-ID`: the client saw the job's end "
+                                    "already (an `EventSource` stops reconnecting)"}}))
+    async def job_events(
+        job: str,
+        braid: BraidDep,
+        last_event_id: Annotated[str | None, Header(description="Resume after this event "
+                                                    "id (an `id:` this stream sent)")] = None,
+    ) -> Response:
+        since = _event_id(last_event_id)
+        view = await read_job(braid, job, with_steps=False)
+        if ended_before(view, since):
+            return Response(status_code=204)
+        return StreamingResponse(stream.job_events(braid, job, since),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     @r.get("/{job}/result", summary="The result alone: JSON, or a .npy / .png download",
@@ -155,6 +147,11 @@ def _download(job: str, value: Any, wanted: str) -> Response:
         "Content-Disposition": f'attachment; filename="{job}.{wanted}"'})
 
 
-def _sse(kind: str, data: JobView | dict[str, Any]) -> str:
-    text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
-    return f"event: {kind}\ndata: {text}\n\n"
+def _event_id(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInput(f"Last-Event-ID {text[:40]!r} is not an id this stream sent (a "
+                           "number); reconnect without it for a fresh snapshot") from None

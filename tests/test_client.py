@@ -69,12 +69,12 @@ def test_braid_submit_wait_shows_progress_and_prints_the_result(system: System) 
          "--wait", "--url", system.url],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )
-    assert "5/5" in out.stdout and "succeeded" in out.stdout
+    assert "3/3" in out.stdout and "succeeded" in out.stdout
     assert out.stdout.rstrip().endswith("[\n  0,\n  2,\n  4\n]")
     listed = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "--url", system.url,
                              "--pipeline", "mapped", "--limit", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    assert listed.stdout.split()[1:3] == ["succeeded", "5/5"]
+    assert listed.stdout.split()[1:3] == ["succeeded", "3/3"]
 
 
 def test_client_sends_and_returns_arrays_images_and_bytes_where_the_pipeline_declares_them(

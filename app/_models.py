@@ -5,6 +5,9 @@ Tags are ``name:version`` and ``name:latest`` (the newest version). A service re
 model at load time: ``models.get("gpt2:latest").path``. A name the store lacks is taken as a
 Hugging Face hub id when ``BRAID_ALLOW_HUB`` is on, else it is an error that says how to fix it.
 
+A folder is stored only if its framework's loader can read it: ``transformers`` needs a
+``config.json`` and weights, ``torch`` weights (see :func:`check_loadable`).
+
 Stand-ins are small generated models for demos and tests; a module registers one with
 :func:`stand_in`, and ``braid models bootstrap`` builds every registered one that is missing.
 """
@@ -21,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app._errors import ModelNotFound
+from app._errors import InvalidInput, ModelNotFound
 from app._settings import get_settings
 
-__all__ = ["Model", "ModelStore", "get", "stand_in", "stand_ins", "store"]
+__all__ = ["FRAMEWORKS", "Model", "ModelStore", "check_loadable", "get", "stand_in", "stand_ins",
+           "store"]
 
 META = "braid-model.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -66,6 +70,43 @@ def _digest(folder: Path) -> tuple[int, str]:
     return total, outer.hexdigest()
 
 
+_WEIGHTS = {
+    "transformers": ("*.safetensors", "*.bin"),
+    "torch": ("*.safetensors", "*.pt", "*.pth"),
+}
+FRAMEWORKS = tuple(_WEIGHTS)
+"""The frameworks whose folders the store checks before storing them."""
+
+_HOW = {
+    "transformers": "save it with `model.save_pretrained(folder)` (and the tokenizer's or "
+                    "processor's `save_pretrained(folder)`)",
+    "torch": "save the weights with `safetensors.torch.save_file(state_dict, "
+             "folder / 'model.safetensors')` or `torch.save`",
+}
+
+
+def check_loadable(folder: Path, framework: str) -> None:
+    """Refuse a folder that ``framework``'s loader cannot read, naming what is missing and
+    how to make it (other frameworks are not checked)."""
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a folder: give the folder the model was saved in")
+    patterns = _WEIGHTS.get(framework)
+    if patterns is None:
+        return
+    what = []
+    if framework == "transformers" and not (folder / "config.json").is_file():
+        what.append("no config.json")
+    if not any(next(folder.glob(pattern), None) for pattern in patterns):
+        what.append(f"no weights ({' or '.join(patterns)})")
+    if what:
+        other = [f for f in FRAMEWORKS if f != framework]
+        raise InvalidInput(
+            f"{folder} cannot be loaded as a {framework} model: it has {' and '.join(what)}; "
+            f"{_HOW[framework]}, or import it with --framework {' or '.join(other)} if that "
+            "is what it is"
+        )
+
+
 def _split(tag: str) -> tuple[str, str]:
     name, _, version = tag.partition(":")
     return name, version or "latest"
@@ -92,6 +133,7 @@ class ModelStore:
                      meta["sha256"])
 
     def list(self) -> list[Model]:
+        """Every stored version, by name then version."""
         if not self.root.is_dir():
             return []
         return [self._load(v) for n in sorted(p.name for p in self.root.iterdir())
@@ -123,11 +165,12 @@ class ModelStore:
 
     def add(self, name: str, source: Path, task: str | None = None,
             framework: str = "transformers") -> Model:
-        """Copy the model folder ``source`` into the store as the next version of ``name``."""
+        """Copy the model folder ``source`` into the store as the next version of ``name``
+        (refused, with nothing stored, if ``framework``'s loader cannot read it)."""
         if not _NAME.match(name):
-            raise ValueError(f"model name {name!r}: use lowercase letters, digits, '.', '_', '-'")
-        if not source.is_dir():
-            raise FileNotFoundError(f"{source} is not a model folder")
+            raise InvalidInput(f"model name {name!r}: use lowercase letters, digits, '.', '_' "
+                               "and '-', starting with a letter or digit")
+        check_loadable(source, framework)
         (self.root / name).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root / name, prefix=".import-"))
         try:

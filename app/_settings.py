@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "settings_lines", "settings_table"]
 
 
 def _split_commas(value: object) -> object:
@@ -26,16 +27,22 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis used as broker, result store and job store. Unset: `braid up` "
-        "starts an embedded redis-server on 127.0.0.1:embedded_redis_port.",
+        "starts an embedded redis-server on 127.0.0.1:BRAID_EMBEDDED_REDIS_PORT.",
     )
-    embedded_redis_port: int = 6379
-    state_dir: Path = Field(default=Path(".braid"), description="Embedded Redis data, logs.")
+    embedded_redis_port: int = Field(
+        default=6379, description="The port of the embedded Redis (when BRAID_REDIS_URL is unset)."
+    )
+    state_dir: Path = Field(
+        default=Path(".braid"), description="Embedded Redis data, the model store, Flower's "
+        "password and database, supervisord's config and control socket, a detached system's "
+        "logs."
+    )
     apps: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["workers"],
         description="Modules (comma-separated) whose services and pipelines Braid serves.",
     )
     models_dir: Path | None = Field(
-        default=None, description="Where demo models are generated; default state_dir/models."
+        default=None, description="The model store; unset: `<state_dir>/models`."
     )
 
     allow_hub: bool = Field(
@@ -49,8 +56,8 @@ class Settings(BaseSettings):
         description="Image file formats accepted in requests.",
     )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field(default="127.0.0.1", description="The address the API binds to.")
+    api_port: int = Field(default=8000, description="The API's port.")
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="When set (comma-separated), every /v1 route needs `Authorization: Bearer <key>`.",
@@ -62,9 +69,9 @@ class Settings(BaseSettings):
         default=None, description="Base URL used in status links; default derived from the request."
     )
 
-    flower_host: str = "127.0.0.1"
-    flower_port: int = 5555
-    flower_user: str = "admin"
+    flower_host: str = Field(default="127.0.0.1", description="The address Flower binds to.")
+    flower_port: int = Field(default=5555, description="Flower's port.")
+    flower_user: str = Field(default="admin", description="Flower's basic-auth user.")
     flower_password: SecretStr | None = Field(
         default=None,
         description="Flower basic-auth password. Unset: `braid up` generates one in state_dir.",
@@ -74,7 +81,7 @@ class Settings(BaseSettings):
         default=256 * 1024, description="Encoded values larger than this go to Redis by reference."
     )
     job_ttl_s: int = Field(default=7 * 24 * 3600, description="How long jobs and results are kept.")
-    max_wait_s: float = 60.0
+    max_wait_s: float = Field(default=60.0, description="The longest `?wait=S` the API honours.")
     deadline_slack_s: float = Field(
         default=60.0, description="Added to the sum of step timeouts when deriving a job deadline."
     )
@@ -103,7 +110,9 @@ class Settings(BaseSettings):
         default=5.0, description="How often workers say they are alive; one missing three "
         "beats is counted dead."
     )
-    torch_threads: int = 1
+    torch_threads: int = Field(
+        default=1, description="Threads per worker process for torch (OMP_NUM_THREADS)."
+    )
     max_concurrency: int | None = Field(
         default=None, description="Caps every service's pool size (small machines, tests)."
     )
@@ -114,12 +123,12 @@ class Settings(BaseSettings):
         "do not need them."
     )
     flower: bool = Field(default=True, description="`braid up` starts Flower.")
-    log_json: bool = False
+    log_json: bool = Field(default=False, description="Every process logs one JSON object a line.")
     log_steps: bool = Field(
         default=False, description="Workers log a line as each step starts and ends (at "
         "DEBUG otherwise): two lines per step, each costing the worker and the supervisor CPU."
     )
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     bench: bool = Field(default=False, description="Also serve the no-op bench services.")
 
     @field_validator("apps", "api_keys", "image_formats", mode="before")
@@ -141,3 +150,42 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use."""
     return Settings()
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return "***"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(map(_shown, value))
+    return str(value)
+
+
+def _unset(value: object) -> bool:
+    return value is None or value == []
+
+
+def settings_table() -> str:
+    """The ``BRAID_*`` variables as a Markdown table: variable, default, description (the
+    README's *Settings* table; ``braid settings --markdown`` prints it)."""
+    lines = ["| variable | default | description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if _unset(default) else f"`{_shown(default)}`"
+        lines.append(f"| `BRAID_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+def settings_lines(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """``BRAID_X=value`` for every setting in effect (secrets hidden), marking those that
+    ``environ`` sets."""
+    lines = []
+    for name in Settings.model_fields:
+        variable, value = f"BRAID_{name.upper()}", getattr(settings, name)
+        shown = "(unset)" if _unset(value) else _shown(value)
+        lines.append(f"{variable}={shown}" + ("   # from the environment" if variable in environ
+                                               else ""))
+    return lines

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
-import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +18,7 @@ import click
 
 from app._errors import BraidError
 from app._settings import Settings
+from app._supervisor import INDEX, Program, config, control, log_dir, socket_path, wait_exit, worker_group
 
 if TYPE_CHECKING:
     from app._client import Client
@@ -31,9 +36,43 @@ def _settings(apps: tuple[str, ...]) -> Settings:
     return Settings()
 
 
+UP_RECORD = "up.json"
+"""In the state dir: the BRAID_* environment of the latest `braid up`, for the commands that
+inspect the system it runs (readable only by its user: it may hold passwords)."""
+
+
+def _served(apps: tuple[str, ...]) -> Settings:
+    """Settings for a command about the system that `braid up` runs from the state dir: its
+    environment (where its Redis, API and model store are, what it serves), unless ``--app``
+    names other apps; the caller's own environment where none runs."""
+    settings = _settings(apps)
+    record = settings.state_dir / UP_RECORD
+    with control(settings.state_dir.resolve()) as running:
+        if running is None or not record.exists():
+            return settings
+    env = json.loads(record.read_text())
+    os.environ.update({k: v for k, v in env.items() if k != "BRAID_STATE_DIR"})
+    return _settings(apps)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable only by this user."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _record(path: Path, apps: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith("BRAID_")}
+    _write_private(path, json.dumps({**env, "BRAID_APPS": ",".join(apps)}))
+
+
 def _worker_env(settings: Settings) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' "Loading weights" bars: one per model load, in every worker's output
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     threads = str(settings.torch_threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
@@ -64,6 +103,9 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     """Run a worker that consumes only SERVICE's queue; start more anywhere (same
     BRAID_REDIS_URL) to add throughput."""
     import logging
+    import warnings
+
+    from celery.exceptions import SecurityWarning
 
     from app._celery import create_celery, visibility_timeout
     from app._logging import setup_logging
@@ -83,6 +125,7 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     name = f"{svc.name}@{socket.gethostname()}-{number}"
     os.environ[NODE_ENV] = name
     setup_logging(f"worker:{svc.name}-{number}", settings.log_level, settings.log_json)
+    _wait_for_redis(settings)
     if autoscale and (svc.resources.gpu or not all(p.isdigit() for p in autoscale.split(","))):
         raise click.BadParameter("write MAX,MIN (numbers), for CPU services only",
                                  param_hint="--autoscale")
@@ -101,8 +144,13 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
         # supervisor; steps are logged (at DEBUG) by Braid's own hooks instead
         for logger in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(logger).setLevel(logging.WARNING)
-    argv = ["worker", "-Q", svc.queue, "-n", name, "-P", "solo" if solo else "prefork",
-            "-l", settings.log_level, "--without-mingle", "--without-gossip"]
+    # Celery's warning about running as root is about pickle, which Braid's workers refuse
+    # (JSON only); `braid up` says once that it runs as root
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    # --quiet: no banner (`braid status` shows queues, workers and devices)
+    argv = ["--quiet", "worker", "-Q", svc.queue, "-n", name, "-P",
+            "solo" if solo else "prefork", "-l", settings.log_level, "--without-mingle",
+            "--without-gossip"]
     if not solo:
         argv += [f"--autoscale={autoscale}"] if autoscale else ["-c", str(size)]
     if settings.task_events:
@@ -110,6 +158,32 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     if svc.resources.memory_bytes and not solo:
         argv += ["--max-memory-per-child", str(svc.resources.memory_bytes // 1024)]
     celery.worker_main(argv)
+
+
+def _wait_for_redis(settings: Settings) -> None:
+    """Wait until Redis answers: under `braid up` a worker may start before the embedded
+    Redis listens, and a model loaded then could not say that it is live."""
+    import logging
+
+    import redis as redis_client
+
+    log = logging.getLogger("braid.worker")
+    client = redis_client.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
+    options = client.connection_pool.connection_kwargs
+    where = options.get("path") or f"{options.get('host')}:{options.get('port')}"
+    started = last = time.monotonic()
+    while True:
+        try:
+            client.ping()
+        except redis_client.RedisError as exc:
+            if time.monotonic() - last > 30:
+                log.warning("Redis at %s still does not answer after %.0f s: %s", where,
+                            time.monotonic() - started, exc)
+                last = time.monotonic()
+            time.sleep(0.2)
+        else:
+            client.close()
+            return
 
 
 @main.command()
@@ -174,6 +248,8 @@ def api(apps: tuple[str, ...], host: str | None, port: int | None) -> None:
 @APP
 def flower(apps: tuple[str, ...]) -> None:
     """Run Flower, behind basic auth, bound to BRAID_FLOWER_HOST (localhost by default)."""
+    import logging
+
     from app._celery import create_celery
     from app._logging import setup_logging
     from app._registry import load
@@ -182,6 +258,11 @@ def flower(apps: tuple[str, ...]) -> None:
     if settings.flower_password is None:
         raise click.UsageError("set BRAID_FLOWER_PASSWORD: Flower never runs without auth")
     setup_logging("flower", settings.log_level, settings.log_json)
+    # at start-up Flower lists Celery's built-in tasks and warns that workers still loading
+    # their models did not answer its inspections: noise, not trouble
+    logging.getLogger("flower.command").addFilter(
+        lambda record: not record.getMessage().startswith("Registered tasks"))
+    logging.getLogger("flower.inspector").setLevel(logging.ERROR)
     registry = load(settings.apps)
     celery = create_celery(settings, registry.all_services)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -223,25 +304,57 @@ def models() -> None:
 
 @models.command("list")
 def models_list() -> None:
-    """Every stored model version: tag, task, size, sha256."""
+    """Every stored model version: tag (and which is latest), task, size, sha256."""
     from app import _models
 
-    for model in _models.store().list():
-        click.echo(f"{model.tag:<32} {model.task or '-':<22} {model.framework:<12} "
+    store = _models.store()
+    stored = store.list()
+    if not stored:
+        click.echo(f"the model store {store.root} is empty: `braid models bootstrap` builds the "
+                   "demo models, `braid models import NAME PATH` adds yours")
+    latest = {model.name: model.version for model in stored}  # versions come oldest first
+    for model in stored:
+        tag = model.tag + (" (latest)" if latest[model.name] == model.version else "")
+        click.echo(f"{tag:<32} {model.task or '-':<22} {model.framework:<12} "
                    f"{model.size / 1e6:8.1f} MB  sha256:{model.sha256}  {model.created}")
 
 
+def _serving(name: str, settings: Settings) -> str:
+    """Which services serve ``name``'s latest version once restarted, as a sentence."""
+    from app._registry import load
+
+    try:
+        registry = load(settings.apps)
+    except BraidError as exc:
+        return f"(which services serve it is unknown: {exc.message})"
+    names = [svc.name for svc in registry.services.values()
+             if any(t.partition(":")[0] == name and t.partition(":")[2] in ("", "latest")
+                    for t in svc.models)]
+    if not names:
+        return (f"no service of {', '.join(settings.apps)} serves {name}:latest; declare it "
+                f"with @service(models=[\"{name}:latest\"])")
+    return f"restart its services to serve it: braid restart {' '.join(names)}"
+
+
 @models.command("import")
+@APP
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--task", default=None, help="e.g. text-generation")
-@click.option("--framework", default="transformers")
-def models_import(name: str, path: Path, task: str | None, framework: str) -> None:
-    """Copy the model folder PATH into the store as the next version of NAME."""
+@click.option("--framework", type=click.Choice(["transformers", "torch"]), default="transformers",
+              show_default=True, help="What loads it: transformers (from_pretrained, a folder "
+              "with config.json and weights) or torch (safetensors or torch.save weights).")
+def models_import(apps: tuple[str, ...], name: str, path: Path, task: str | None,
+                  framework: str) -> None:
+    """Copy the model folder PATH into the store as the next version of NAME (its new
+    latest), if FRAMEWORK's loader can read it."""
     from app import _models
 
-    model = _models.store().add(name, path, task, framework)
-    click.echo(f"{model.tag}  {model.size / 1e6:.1f} MB  sha256:{model.sha256}")
+    settings = _served(apps)
+    store = _models.ModelStore(settings.model_root, settings.allow_hub)
+    model = store.add(name, path, task, framework)
+    click.echo(f"{model.tag} (latest)  {model.size / 1e6:.1f} MB  sha256:{model.sha256}")
+    click.echo(_serving(name, settings))
 
 
 @models.command("get")
@@ -282,7 +395,7 @@ def redis() -> None:
     import signal
     import subprocess
 
-    from app._redis_server import redis_command
+    from app._redis_server import redis_command, shown
 
     settings = Settings()
     command = redis_command(settings.embedded_redis_port, settings.state_dir / "redis")
@@ -292,8 +405,9 @@ def redis() -> None:
     prefix = f"{'redis':<22}| ".encode()
     assert server.stdout is not None
     for line in server.stdout:
-        sys.stdout.buffer.write(prefix + line)
-        sys.stdout.buffer.flush()
+        if shown(line):
+            sys.stdout.buffer.write(prefix + line)
+            sys.stdout.buffer.flush()
     raise SystemExit(server.wait())
 
 
@@ -382,30 +496,52 @@ def _bootstrap_missing(specs: Any) -> None:
         _models.bootstrap(store, buildable, echo=click.echo)
 
 
-def _program(name: str, command: list[str], **extra: Any) -> str:
-    options = {
-        "command": shlex.join(command), "autostart": "true", "autorestart": "true",
-        "startsecs": "2", "startretries": "10", "stopasgroup": "true", "killasgroup": "true",
-        "stopsignal": "TERM", "stopwaitsecs": "20", "redirect_stderr": "true",
-        "stdout_logfile": "/dev/stdout", "stdout_logfile_maxbytes": "0", **extra,
-    }
-    return f"[program:{name}]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
+def _programs(settings: Settings, registry: Any, counts: dict[str, int]) -> list[Program]:
+    braid = [sys.executable, "-m", "app.cli"]
+    programs = []
+    if settings.redis_url is None:
+        programs.append(Program("redis", [*braid, "redis"], priority=1, startsecs=1))
+    for svc in registry.all_services:
+        programs.append(Program(worker_group(svc.name),
+                                [*braid, "worker", svc.name, "--index", INDEX], priority=10,
+                                processes=counts[svc.name]))
+    programs.append(Program("api", [*braid, "api"], priority=20))
+    if settings.flower:
+        programs.append(Program("flower", [*braid, "flower"], priority=30))
+    return programs
+
+
+def _not_running(state: Path) -> None:
+    with control(state) as running:
+        if running is not None:
+            raise BraidError(f"Braid already runs from the state dir {state} (supervisord pid "
+                             f"{running.pid()}): see `braid status`, stop it with `braid down`, "
+                             "or give another one its own BRAID_STATE_DIR and ports")
+
+
+def _ready_line(seconds: float, url: str) -> str:
+    return f"Braid is ready in {seconds:.1f} s: {url} (docs /docs)"
 
 
 @main.command()
 @APP
 @click.option("--scale", multiple=True, metavar="SERVICE=N", help="Run N workers for SERVICE.")
 @click.option("--bench", is_flag=True, help="Also serve the no-op bench services.")
-def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool) -> None:
+@click.option("-d", "--detach", is_flag=True, help="Run in the background, logging to files in "
+              "the state dir's logs/ (`braid logs`); return once ready. `braid down` stops it.")
+def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool) -> None:
     """Start everything: Redis (embedded unless BRAID_REDIS_URL), one worker per service,
-    the API and Flower. Ctrl-C stops it all."""
+    the API and Flower; say when it is ready. Ctrl-C stops it all (`braid down` with -d)."""
+    from app._readiness import api_url, watch
     from app._registry import load
 
+    started = time.monotonic()
     if bench:
         apps = (*(apps or tuple(Settings().apps)), "bench.services")
     settings = _settings(apps)
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    _not_running(state)
     os.environ["BRAID_STATE_DIR"] = str(state)
     os.environ["BRAID_FLOWER_PASSWORD"] = _flower_password(settings)
     registry = load(settings.apps)
@@ -417,31 +553,240 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool) -> None:
         if not n.isdigit() or int(n) < 1:
             raise click.BadParameter(f"{item!r}: write SERVICE=N with N >= 1", param_hint="--scale")
         counts[name] = int(n)
-    braid = [sys.executable, "-m", "app.cli"]
-    programs = []
-    if settings.redis_url is None:
-        programs.append(_program("redis", [*braid, "redis"], priority="1", startsecs="1"))
-    for svc in registry.all_services:
-        for i in range(counts[svc.name]):
-            label = f"worker-{svc.name}" + (f"-{i}" if counts[svc.name] > 1 else "")
-            programs.append(_program(label, [*braid, "worker", svc.name, "--index", str(i)],
-                                     priority="10"))
-    programs.append(_program("api", [*braid, "api"], priority="20"))
-    if settings.flower:
-        programs.append(_program("flower", [*braid, "flower"], priority="30"))
     conf = state / "supervisord.conf"
-    conf.write_text(
-        "[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"
-        f"pidfile={state / 'supervisord.pid'}\nloglevel=warn\n\n" + "\n".join(programs)
-    )
+    _write_private(conf, config(state, _programs(settings, registry, counts), detach))
+    _record(state / UP_RECORD, settings.apps)
+    url = api_url(settings.api_host, settings.api_port)
     click.echo(f"Braid: {len(registry.services)} services, {len(registry.pipelines)} pipelines")
-    click.echo(f"  API     http://{settings.api_host}:{settings.api_port}  (docs: /docs)")
-    click.echo(f"  Flower  http://{settings.flower_host}:{settings.flower_port}  "
-               f"(user {settings.flower_user}, password in {state / 'flower-password'} "
-               "unless BRAID_FLOWER_PASSWORD is set)")
-    click.echo(f"  Redis   {settings.broker_url}")
+    click.echo(f"  API     {url}  (docs: /docs)")
+    if settings.flower:
+        click.echo(f"  Flower  http://{settings.flower_host}:{settings.flower_port}  "
+                   f"(user {settings.flower_user}, password in {state / 'flower-password'} "
+                   "unless BRAID_FLOWER_PASSWORD is set)")
+    click.echo(f"  Redis   {settings.broker_url}" + ("" if settings.redis_url else "  (embedded)"))
+    if detach:
+        click.echo(f"  Logs    {log_dir(state)}/<process>.log  (braid logs SERVICE [-f])")
+    if os.geteuid() == 0:
+        click.echo("note: running as root, so supervisord and every worker run as root too; "
+                   "their warnings about it are silenced (workers accept JSON only, never pickle)")
+    command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+    if detach:
+        _detached(command, state, url, started, settings.model_load_timeout_s + 30)
+        return
+    _append_stdout()
+    supervisord = subprocess.Popen(command, preexec_fn=_stop_with_parent)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _: supervisord.send_signal(number))
+    ready = watch(url, started, click.echo, lambda: supervisord.poll() is None)
+    if ready.seconds is not None:
+        click.echo(_ready_line(ready.seconds, url) + "; Ctrl-C stops it")
+    raise SystemExit(supervisord.wait())
+
+
+def _stop_with_parent() -> None:
+    """In the foreground supervisord: stop everything when `braid up` dies, however it dies."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _append_stdout() -> None:
+    """supervisord appends its programs' output to /dev/stdout through a file description of
+    its own: where stdout is a file, this process's lines must append too, or they would
+    overwrite that output."""
+    import fcntl
+    import stat
+
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    if stat.S_ISREG(os.fstat(1).st_mode):
+        fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_APPEND)
+
+
+def _detached(command: list[str], state: Path, url: str, started: float, timeout: float) -> None:
+    """Start supervisord in a session of its own, logging to files; return once ready."""
+    from app._readiness import watch
+
+    log_dir(state).mkdir(exist_ok=True)
+    log = log_dir(state) / "supervisord.log"
+    with log.open("ab") as out:
+        supervisord = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+    click.echo(f"started in the background (supervisord pid {supervisord.pid})")
+    ready = watch(url, started, click.echo, lambda: supervisord.poll() is None, timeout)
+    if supervisord.poll() is not None:
+        raise BraidError(f"supervisord exited with status {supervisord.returncode}: see {log}")
+    if ready.seconds is None:
+        raise BraidError(f"not ready after {timeout:.0f} s, still waiting for: {ready.waiting}; "
+                         "it keeps running in the background: see `braid status` and "
+                         "`braid logs SERVICE`, stop it with `braid down`")
+    click.echo(_ready_line(ready.seconds, url))
+    click.echo("  braid status | braid logs SERVICE -f | braid restart SERVICE | braid down")
+
+
+@main.command()
+def down() -> None:
+    """Stop the Braid that `braid up` (with or without -d) runs from the state dir."""
+    state = Settings().state_dir.resolve()
+    with control(state) as running:
+        if running is None:
+            raise BraidError(f"no Braid runs from the state dir {state} (nothing answers on "
+                             f"{socket_path(state)}); set BRAID_STATE_DIR to the one it was "
+                             "started with")
+        pid = running.pid()
+        running.shutdown()
+    click.echo(f"stopping (supervisord pid {pid}) ...")
+    if not wait_exit(pid, 120):
+        raise BraidError(f"supervisord (pid {pid}) still runs after 120 s; `kill {pid}`")
+    click.echo("stopped")
+
+
+@main.command()
+@APP
+def status(apps: tuple[str, ...]) -> None:
+    """Per service: queue depth, live workers, their devices and model versions (from Redis);
+    and the state of each program where a `braid up` runs from the state dir."""
+    import redis as redis_client
+
+    from app._errors import BrokerUnavailable
+    from app._models import ModelStore
+    from app._registry import load
+    from app._runtime import live_processes
+    from app._status import program_lines, queues, service_table
+
+    settings = _served(apps)
+    state = settings.state_dir.resolve()
+    specs = load(settings.apps).all_services
+    with control(state) as running:
+        programs = running.processes() if running else None
+        header = running and (f"braid up from {state} (supervisord pid {running.pid()}, "
+                              + (f"logs in {log_dir(state)})" if running.detached()
+                                 else "in the foreground, logging to its terminal)"))
+    try:
+        stats, live = queues(settings, specs), live_processes(settings)
+    except (redis_client.RedisError, OSError) as exc:
+        if programs is None:
+            raise BrokerUnavailable(
+                f"Redis at {settings.broker_url} does not answer ({exc}) and no `braid up` runs "
+                f"from {state}: start one with `braid up -d`") from None
+        click.echo(f"Redis at {settings.broker_url} does not answer: {exc}")
+        stats, live = {}, {}
+    store = ModelStore(settings.model_root, settings.allow_hub)
+    for line in service_table(specs, stats, live, store, programs):
+        click.echo(line)
+    click.echo("(DEPTH: steps queued or running; WORKERS: live ones, beating within "
+               f"{3 * settings.heartbeat_s:g} s)")
+    if programs is None:
+        click.echo(f"no `braid up` runs from {state}; the workers above are those Redis knows")
+        return
+    click.echo(header)
+    for line in program_lines(programs):
+        click.echo(f"  {line}")
+
+
+def _log_files(state: Path, service: str) -> list[Path]:
+    folder = log_dir(state)
+    if not folder.is_dir():
+        return []
+    worker = re.compile(rf"{re.escape(worker_group(service))}-(\d+)\.log")
+    numbered = sorted((int(m.group(1)), p) for p in folder.iterdir()
+                      if (m := worker.fullmatch(p.name)))
+    own = folder / f"{service}.log"
+    return [p for _, p in numbered] or ([own] if own.exists() else [])
+
+
+@main.command()
+@click.argument("service")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many last lines.")
+def logs(service: str, follow: bool, lines: int) -> None:
+    """Print SERVICE's log lines (all its workers'; also api, flower, redis, supervisord) of
+    the Braid that `braid up -d` runs from the state dir."""
+    from app._tail import tail
+
+    state = Settings().state_dir.resolve()
+    with control(state) as running:
+        if running is not None and not running.detached():
+            raise BraidError(f"the Braid running from {state} was started in the foreground: "
+                             "its logs go to the terminal of its `braid up` (`braid up -d` "
+                             f"keeps them in {log_dir(state)})")
+    files = _log_files(state, service)
+    if not files:
+        known = sorted({re.sub(r"^worker-(.*)-\d+$", r"\1", p.stem)
+                        for p in log_dir(state).glob("*.log")})
+        raise BraidError(f"no log of {service!r} in {log_dir(state)}; "
+                         + (f"there are logs of: {', '.join(known)}" if known
+                            else "start Braid with `braid up -d` to log there"))
+    with contextlib.suppress(KeyboardInterrupt):
+        tail(files, lines, follow, click.echo)
+
+
+@main.command()
+@click.argument("services", nargs=-1, required=True)
+def restart(services: tuple[str, ...]) -> None:
+    """Restart the workers of each SERVICE (so they load the store's latest models, e.g. after
+    `braid models import`) in the Braid that `braid up` runs from the state dir; api, flower
+    and redis can be restarted too. Returns once each service is live again."""
+    from app._errors import ServiceNotFound
+
+    settings = _served(())
+    state = settings.state_dir.resolve()
+    with control(state) as running:
+        if running is None:
+            raise BraidError(f"no Braid runs from the state dir {state}, so nothing to restart; "
+                             "set BRAID_STATE_DIR to the one `braid up` was started with")
+        groups = running.groups()
+        targets = []
+        for name in services:
+            group = worker_group(name) if worker_group(name) in groups else name
+            if group not in groups:
+                served = sorted(g.removeprefix("worker-") for g in groups)
+                raise ServiceNotFound(f"no service {name!r} runs here; it runs: {', '.join(served)}")
+            targets.append((name, group))
+        for name, group in targets:
+            since = time.time()
+            click.echo(f"restarting {name} ...")
+            running.restart(group)
+            if group == worker_group(name):
+                _wait_live(settings, name, since)
+
+
+def _wait_live(settings: Settings, service: str, since: float) -> None:
+    """Wait until a process of ``service`` started after ``since`` has loaded its model."""
+    import redis as redis_client
+
+    from app._runtime import live_processes
+
+    deadline = time.monotonic() + settings.model_load_timeout_s
+    while time.monotonic() < deadline:
+        try:
+            fresh = [p for p in live_processes(settings).get(service, [])
+                     if p.get("since", 0) >= since]
+        except redis_client.RedisError:
+            fresh = []
+        if fresh:
+            loaded = sorted({tag for p in fresh for tag in p.get("models", [])})
+            click.echo(f"{service} is live again in {time.time() - since:.1f} s"
+                       + (f", serving {', '.join(loaded)}" if loaded else ""))
+            return
+        time.sleep(0.25)
+    raise BraidError(f"{service} is not live {settings.model_load_timeout_s:g} s after its "
+                     f"restart: see `braid logs {service}`")
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the table of every variable, its default "
+              "and what it does (the README's).")
+def settings_command(markdown: bool) -> None:
+    """Show every BRAID_* setting in effect (secrets hidden), noting those the environment
+    sets."""
+    from app._settings import settings_lines, settings_table
+
+    if markdown:
+        click.echo(settings_table(), nl=False)
+        return
+    for line in settings_lines(Settings(), os.environ):
+        click.echo(line)
 
 
 def run() -> None:

@@ -1,9 +1,11 @@
-"""`braid up`: the whole system from one command, serving a module from outside the repo."""
+"""`braid up`: the whole system from one command, serving a module from outside the repo,
+saying when it is ready, quietly, and inspectable while it runs in the foreground."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +19,12 @@ import pytest
 
 from tests.harness import ROOT, free_port, wait_for
 from tests.jobs_helpers import run, submit, wait
+from tests.processes import alive, children, cmdline, tree
 
 OUTSIDE = '''
 import time
 
-from app import Value, api, pipeline, service, step
+from app import Value, api, models, pipeline, service, step
 
 
 @service(timeout=4, concurrency=2)
@@ -56,45 +59,24 @@ class Shouter:
         return seconds
 
 
+@service(timeout=20, models=["bert-sentiment:latest"])
+class Reader:
+    """A transformers model from the store, loaded the way a new user's service loads one."""
+
+    def __init__(self) -> None:
+        from transformers import pipeline
+
+        self.pipe = pipeline("text-classification", model=str(models.get("bert-sentiment").path))
+
+    @api
+    def read(self, text: str) -> str:
+        return str(self.pipe(text)[0]["label"])
+
+
 @pipeline(name="greet")
 def greet(name: str) -> Value[str]:
     return step(Shouter.shout, step(Outside.hello, step(Shouter.shout, name)))
 '''
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _tree(pid: int) -> set[int]:
-    out = {pid}
-    for child in _children(pid):
-        out |= _tree(child)
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class Up:
@@ -105,11 +87,25 @@ class Up:
         self.url = f"http://127.0.0.1:{env['BRAID_API_PORT']}"
         self.flower = f"http://127.0.0.1:{env['BRAID_FLOWER_PORT']}"
 
+    def supervisord(self) -> int:
+        """The supervisord that `braid up` runs as its child."""
+        found = [p for p in children(self.proc.pid) if "supervisor.supervisord" in cmdline(p)]
+        assert len(found) == 1, found
+        return found[0]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def braid(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another braid command beside this system, as its user would (same env)."""
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=self.log.parent,
+                              env=self.env, capture_output=True, text=True, timeout=120)
+
     def worker_main(self, node: str) -> int:
         """The main process of the worker named ``node`` (service@host-N)."""
         service, index = node.split("@")[0], node.rsplit("-", 1)[1]
-        mains = [p for p in _children(self.proc.pid)
-                 if _cmdline(p).rstrip().endswith(f"worker {service} --index {index}")]
+        mains = [p for p in children(self.supervisord())
+                 if cmdline(p).rstrip().endswith(f"worker {service} --index {index}")]
         assert len(mains) == 1, (node, mains)
         return mains[0]
 
@@ -129,7 +125,7 @@ class Up:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+def up(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[Up]:
     tmp = tmp_path_factory.mktemp("up")
     (tmp / "outside_app.py").write_text(textwrap.dedent(OUTSIDE))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAID_")}
@@ -139,7 +135,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         "BRAID_API_PORT": str(free_port()), "BRAID_FLOWER_PORT": str(free_port()),
         "BRAID_FLOWER_PASSWORD": "flower-secret", "BRAID_VISIBILITY_MARGIN_S": "2",
         "BRAID_RESTORE_INTERVAL_S": "1", "BRAID_TIME_LIMIT_GRACE_S": "1", "BRAID_LOG_JSON": "1",
-        "BRAID_LOG_STEPS": "1",
+        "BRAID_LOG_STEPS": "1", "BRAID_MODELS_DIR": str(model_store),
     })
     log = tmp / "up.log"
     with open(log, "wb") as out:
@@ -151,15 +147,17 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     try:
         yield system
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # the Ctrl-C test did not run: supervisord's programs run
+            for pid in tree(proc.pid):  # in process groups of their own
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait(10)
 
 
 def test_everything_is_up_within_90_seconds_and_serves_the_outside_module(up: Up) -> None:
     def ready() -> bool:
         names = sorted(n.split("@")[0] for n in up.flower_workers())
-        return names == ["braid", "outside", "outside", "outside", "shouter"]
+        return names == ["braid", "outside", "outside", "outside", "reader", "shouter"]
 
     wait_for(lambda: httpx.get(f"{up.url}/healthz", timeout=1).status_code == 200, 90, "the API")
     wait_for(ready, 90, "both workers in Flower", interval=0.5)
@@ -173,7 +171,80 @@ def test_flower_lists_every_worker_with_its_queue_behind_auth(up: Up) -> None:
     queues = sorted((name.split("@")[0], [q["name"] for q in info["active_queues"]])
                     for name, info in up.flower_workers().items())
     assert queues == [("braid", ["braid"]), ("outside", ["outside"]), ("outside", ["outside"]),
-                      ("outside", ["outside"]), ("shouter", ["shouter"])]
+                      ("outside", ["outside"]), ("reader", ["reader"]), ("shouter", ["shouter"])]
+
+
+def _ready_line(up: Up) -> str:
+    return wait_for(lambda: next((line for line in up.output().splitlines()
+                                  if line.startswith("Braid is ready in ")), None),
+                    120, "the ready line")
+
+
+def test_it_says_what_it_still_waits_for_and_then_that_it_is_ready(up: Up) -> None:
+    """Given `braid up`, when the API and every service's worker are live, then it prints
+    how long that took and where the API is, after saying what it was waiting for."""
+    ready = _ready_line(up)
+    assert re.fullmatch(rf"Braid is ready in \d+\.\d s: {up.url} \(docs /docs\); Ctrl-C stops it",
+                        ready), ready
+    assert httpx.get(f"{up.url}/readyz", timeout=10).status_code == 200
+    lines = up.output().splitlines()
+    waits = [line for line in lines[:lines.index(ready)] if line.startswith("waiting for: ")]
+    assert waits, "it said what it waited for before it was ready"
+    assert any("(loading models)" in line for line in waits)
+
+
+def test_urls_come_first_flower_included_as_it_is_on(up: Up) -> None:
+    lines = up.output().splitlines()
+    assert lines[1] == f"  API     {up.url}  (docs: /docs)"
+    assert lines[2].startswith(f"  Flower  {up.flower}  (user admin")
+
+
+ALARMING = [
+    "Supervisor is running as root",           # supervisord, as root without user=
+    "without any HTTP authentication",        # supervisord, control socket without a password
+    "SecurityWarning", "superuser privileges",  # Celery, as root
+    "Memory overcommit must be enabled",      # redis-server
+    "Loading weights",                        # transformers' progress bars
+    "torchvision",                            # transformers' import of it
+    "Registered tasks", "Inspect method",     # Flower, while workers still load
+    " -------------- ",                       # Celery's banner, one per worker
+]
+
+
+def test_start_up_output_has_none_of_the_alarming_lines(up: Up) -> None:
+    """Given `braid up` with a transformers model, once every model is loaded, nothing in
+    its output looks like trouble; running as root is said once, as a note."""
+    _ready_line(up)
+    wait_for(lambda: "service 'reader' loaded" in up.output(), 60, "the transformers model")
+    output = up.output()
+    assert [a for a in ALARMING if a in output] == []
+    notes = [line for line in output.splitlines() if line.startswith("note: running as root")]
+    assert len(notes) == (1 if os.geteuid() == 0 else 0)
+
+
+def test_status_shows_each_service_and_the_programs_of_the_foreground_system(up: Up) -> None:
+    """Given `braid up` in the foreground, `braid status` (another terminal, same
+    environment) shows each service's depth, live workers, devices and models, the internal
+    service labelled as such, and supervisord's program states."""
+    _ready_line(up)
+    result = up.braid("status")
+    assert result.returncode == 0, result.stderr
+    rows = {cells[0]: cells for cells in (re.split(r" {2,}", line.strip())
+                                          for line in result.stdout.splitlines())}
+    assert rows["SERVICE"] == ["SERVICE", "DEPTH", "WORKERS", "DEVICES", "MODELS", "PROGRAMS"]
+    assert rows["outside"] == ["outside", "0", "3", "cpu x6", "-", "3 RUNNING"]
+    assert rows["reader"] == ["reader", "0", "1", "cpu", "bert-sentiment:v1", "RUNNING"]
+    assert rows["braid (internal: maps)"][1:3] == ["0", "1"]
+    assert "in the foreground" in result.stdout
+    assert [rows[name][1] for name in ("api", "flower", "redis")] == ["RUNNING"] * 3
+
+
+def test_logs_of_a_foreground_system_say_where_they_go(up: Up) -> None:
+    result = up.braid("logs", "outside")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("braid: the Braid running from ")
+    assert "go to the terminal of its `braid up`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_scaled_service_runs_a_burst_on_three_workers_and_its_queue_drains(up: Up) -> None:
@@ -239,7 +310,7 @@ def test_killing_a_pool_process_requeues_its_step_at_once(up: Up) -> None:
     with httpx.Client(base_url=up.url, timeout=30) as http:
         job = submit(http, "/v1/services/outside/slow/jobs", {"seconds": 1.5})
         main = up.worker_main(_running_node(http, job))
-        pool = _children(main)
+        pool = children(main)
         assert len(pool) == 2, "outside runs two prefork processes per worker"
         for child in pool:  # one of them runs the step
             os.kill(child, signal.SIGKILL)
@@ -268,7 +339,7 @@ def test_killing_a_solo_worker_mid_step_hands_its_step_back_when_it_restarts(up:
         job = submit(http, "/v1/services/shouter/slow/jobs", {"seconds": 1.5})
         node = _running_node(http, job)
         old = up.worker_main(node)
-        assert _children(old) == [], "shouter runs its steps in the worker process (solo)"
+        assert children(old) == [], "shouter runs its steps in the worker process (solo)"
         os.kill(old, signal.SIGKILL)
         view = wait(http, job, timeout=40)
         assert view["state"] == "succeeded"
@@ -279,8 +350,8 @@ def test_killing_a_solo_worker_mid_step_hands_its_step_back_when_it_restarts(up:
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_process(up: Up) -> None:
-    processes = _tree(up.proc.pid)
+    processes = tree(up.proc.pid)
     assert len(processes) >= 5
     os.kill(up.proc.pid, signal.SIGINT)
     up.proc.wait(60)
-    wait_for(lambda: not any(_alive(p) for p in processes), 30, "every process to exit")
+    wait_for(lambda: not any(alive(p) for p in processes), 30, "every process to exit")

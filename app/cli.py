@@ -519,6 +519,25 @@ def _not_running(state: Path) -> None:
                              "or give another one its own BRAID_STATE_DIR and ports")
 
 
+def _ports_free(settings: Settings) -> None:
+    """Refuse to start on a port something else listens on: its /readyz would answer for us."""
+    import socket
+
+    ports = [("BRAID_API_PORT", settings.api_host, settings.api_port)]
+    if settings.flower:
+        ports.append(("BRAID_FLOWER_PORT", settings.flower_host, settings.flower_port))
+    if settings.redis_url is None:
+        ports.append(("BRAID_EMBEDDED_REDIS_PORT", "127.0.0.1", settings.embedded_redis_port))
+    for variable, host, port in ports:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise BraidError(f"cannot listen on {host}:{port} ({exc.strerror}): another "
+                                 f"program uses it; stop it, or set {variable} to a free port") from None
+
+
 def _ready_line(seconds: float, url: str) -> str:
     return f"Braid is ready in {seconds:.1f} s: {url} (docs /docs)"
 
@@ -542,6 +561,7 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool)
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
     _not_running(state)
+    _ports_free(settings)
     os.environ["BRAID_STATE_DIR"] = str(state)
     os.environ["BRAID_FLOWER_PASSWORD"] = _flower_password(settings)
     registry = load(settings.apps)

@@ -5,6 +5,7 @@ runs. Each runs the real command line, in a state dir of its own."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -165,3 +166,17 @@ def test_commands_about_a_running_system_say_in_one_line_that_none_runs(
     assert result.returncode == 1
     assert result.stderr.startswith(says) and result.stderr.count("\n") == 1, result.stderr
     assert "braid up -d" in result.stderr or "BRAID_STATE_DIR" in result.stderr
+
+
+def test_up_refuses_a_port_another_program_listens_on_naming_the_setting(braid: Braid) -> None:
+    """Given a program listening on the API's port, `braid up` starts nothing and says which
+    setting to change (else another program's /readyz could answer for it)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = braid("up", BRAID_API_PORT=str(port), BRAID_FLOWER="0")
+    assert result.returncode == 1
+    assert result.stderr == (f"braid: cannot listen on 127.0.0.1:{port} (Address already in use): "
+                             "another program uses it; stop it, or set BRAID_API_PORT to a free "
+                             "port\n")

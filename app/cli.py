@@ -677,11 +677,13 @@ def status(apps: tuple[str, ...]) -> None:
     settings = _served(apps)
     state = settings.state_dir.resolve()
     specs = load(settings.apps).all_services
+    programs, header = None, ""
     with control(state) as running:
-        programs = running.processes() if running else None
-        header = running and (f"braid up from {state} (supervisord pid {running.pid()}, "
-                              + (f"logs in {log_dir(state)})" if running.detached()
-                                 else "in the foreground, logging to its terminal)"))
+        if running is not None:
+            programs = running.processes()
+            where = (f"logs in {log_dir(state)}" if running.detached()
+                     else "in the foreground, logging to its terminal")
+            header = f"braid up from {state} (supervisord pid {running.pid()}, {where})"
     try:
         stats, live = queues(settings, specs), live_processes(settings)
     except (redis_client.RedisError, OSError) as exc:

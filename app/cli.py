@@ -456,7 +456,9 @@ def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
                 bar.update(task, completed=view.progress.done,
                            total=view.progress.total or None,
                            description=f"{pipeline} {job.id[:8]} {view.state}")
-        click.echo(json.dumps(job.result(timeout=0), indent=2))
+        from app._types import to_rest
+
+        click.echo(json.dumps(to_rest(job.result(timeout=0)), indent=2))
 
 
 @main.command()

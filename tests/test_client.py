@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import uuid
@@ -75,6 +76,19 @@ def test_braid_submit_wait_shows_progress_and_prints_the_result(system: System) 
                              "--pipeline", "mapped", "--limit", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert listed.stdout.split()[1:3] == ["succeeded", "3/3"]
+
+
+def test_braid_submit_wait_prints_an_array_result_as_its_json(system: System) -> None:
+    # given a service API that returns arrays
+    body = '{"a": [[1.5, 2.5]], "b": {"data": [[1, 2]], "dtype": "int64"}}'
+    # when `braid submit --wait` runs it
+    out = subprocess.run([sys.executable, "-m", "app.cli", "submit", "echo.arrays", "--input",
+                          body, "--wait", "--url", system.url],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    # then it prints the arrays in their REST form
+    printed = json.loads(out.stdout[out.stdout.index("\n[") + 1:])
+    assert [(a["dtype"], a["shape"], a["data"]) for a in printed] == [
+        ("float64", [1, 2], [[1.5, 2.5]]), ("int64", [1, 2], [[1, 2]])]
 
 
 def test_client_sends_and_returns_arrays_images_and_bytes_where_the_pipeline_declares_them(

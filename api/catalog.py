@@ -51,6 +51,14 @@ class PipelineList(BaseModel):
     pipelines: list[PipelineInfo]
 
 
+class BatchInfo(BaseModel):
+    """A batched API's settings: a worker runs up to `max_size` queued calls in one model
+    call, waiting at most `max_latency_ms` for more (none when nothing else is queued)."""
+
+    max_size: int
+    max_latency_ms: float
+
+
 class ApiInfo(BaseModel):
     """One typed API of a service, runnable as a one-step job."""
 
@@ -59,6 +67,8 @@ class ApiInfo(BaseModel):
     submit_url: str = Field(description="`POST` a body here to run the API as a job")
     input_schema: dict[str, Any] = Field(description="JSON Schema of the job's body")
     output_schema: dict[str, Any] = Field(description="JSON Schema of the job's result")
+    batch: BatchInfo | None = Field(description="How a worker batches queued calls of it "
+                                    "(`null`: one call at a time)")
 
 
 class ResourcesInfo(BaseModel):
@@ -107,5 +117,6 @@ def service_info(service: ServiceSpec, stats: QueueStats) -> dict[str, Any]:
         {"name": a.name, "task": a.task_name,
          "submit_url": f"/v1/services/{service.name}/{a.name}/jobs",
          "input_schema": a.input_model.model_json_schema(),
-         "output_schema": a.output_schema()}
+         "output_schema": a.output_schema(),
+         "batch": a.batch.describe() if a.batch else None}
         for a in service.apis.values()]}

@@ -92,6 +92,8 @@ def _steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
             "finished_at": _time(s.get(StepField.finished_at)),
             "error": json.loads(s[StepField.error]) if s.get(StepField.error) else None,
         }
+        if StepField.batch in s:
+            out[name]["batch"] = {"id": s[StepField.batch], "size": int(s[StepField.batch_size])}
         if StepField.size in s:
             out[name]["size"] = int(s[StepField.size])
             out[name]["done"] = int(s.get(StepField.done, 0))

@@ -17,6 +17,7 @@ from app._queues import QueueStats
 __all__ = ["Metrics"]
 
 _OPEN_LIMIT = 100_000
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -37,6 +38,10 @@ class Metrics:
                                    ["service", "api"], buckets=_BUCKETS, registry=r)
         self.step_run = Histogram("braid_step_run_seconds", "A step's run time",
                                   ["service", "api", "state"], buckets=_BUCKETS, registry=r)
+        self.batch_size = Histogram("braid_batch_size", "Steps per model call of a batched API",
+                                    ["service", "api"], buckets=_SIZES, registry=r)
+        self.batch_run = Histogram("braid_batch_run_seconds", "A batch's model call, in seconds",
+                                   ["service", "api"], buckets=_BUCKETS, registry=r)
         self.depth = Gauge("braid_queue_depth",
                            "Messages waiting in a service's queue plus reserved and unacked",
                            ["service"], registry=r)
@@ -71,6 +76,10 @@ class Metrics:
             self.finished.labels(name, event["state"]).inc()
             if created_at and event.get("ts"):
                 self.job_seconds.labels(name).observe(float(event["ts"]) - created_at)
+        elif event.get("state") == "batch":
+            labels = (event["service"], event["api"])
+            self.batch_size.labels(*labels).observe(event["size"])
+            self.batch_run.labels(*labels).observe(event["batch_run"])
         elif "run" in event and "service" in event:
             labels = (event["service"], event["api"])
             self.step_wait.labels(*labels).observe(max(0.0, event["wait"]))

@@ -27,7 +27,7 @@ from app._errors import (
 from app._jobs import JobState
 from app._pipeline import Value, each, pipeline, step
 from app._runtime import device
-from app._service import Resources, Retry, api, service
+from app._service import Batch, Resources, Retry, api, service
 from app._settings import Settings, get_settings
 from app._types import Array
 from app._views import JobAccepted, JobError, JobList, JobView, Progress, StepState, StepView
@@ -37,6 +37,7 @@ __all__ = [
     "Array",
     "AsyncClient",
     "AsyncJob",
+    "Batch",
     "BraidError",
     "BrokerUnavailable",
     "Client",

@@ -161,6 +161,10 @@ class StepField(enum.StrEnum):
     """A map's number of elements, once it expanded."""
     done = "done"
     """A map's number of elements that finished."""
+    batch = "batch"
+    """The batch a step of a batched API ran in (its model was called once for the batch)."""
+    batch_size = "batch_size"
+    """How many steps that batch ran."""
 
 
 def step_field(step: str, name: StepField) -> str:

@@ -26,6 +26,7 @@ from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from celery.worker.request import Request
 
+from app._batch import strategy
 from app._hooks import (
     Hooks,
     Interrupts,
@@ -283,7 +284,9 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
         def run(task: Task, job: str, step: str, call: dict[str, Any], _spec: ApiSpec = spec) -> None:
             run_step(_current(), task, svc, _spec, job, step, call)
 
-        celery.task(name=spec.task_name, **common)(run)
+        batching = {"Strategy": staticmethod(strategy(_current, svc, spec, svc.queue))} if (
+            spec.batch and settings.batching and solo) else {}
+        celery.task(name=spec.task_name, **common, **batching)(run)
     if svc is CORE:
         def expand(task: Task, job: str, step: str, call: dict[str, Any]) -> None:
             run_map(_current(), task, job, step, call)

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
@@ -17,6 +17,7 @@ from app._types import rest_annotation
 
 __all__ = [
     "ApiSpec",
+    "Batch",
     "Resources",
     "Retry",
     "ServiceSpec",
@@ -29,6 +30,10 @@ __all__ = [
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
+In = TypeVar("In")
+Out = TypeVar("Out")
+P = ParamSpec("P")
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
@@ -95,6 +100,30 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Run up to ``max_size`` queued calls of an API in one call of its method.
+
+    The method is written for lists: its first parameter takes one entry per call and it
+    returns one output per entry, in order (``def generate(self, sentences: list[str]) ->
+    list[str]``). Callers, pipelines and the REST API see the single-item API
+    (``sentences: str -> str``). Its other parameters are shared: only calls with equal
+    values of them run together. A worker waits at most ``max_latency_ms`` after a batch's
+    first call for more, and none at all when nothing else is queued."""
+
+    max_size: int = 16
+    max_latency_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_size, int) or self.max_size < 1:
+            raise DeclarationError(f"Batch(max_size={self.max_size!r}) must be an int >= 1")
+        if self.max_latency_ms < 0:
+            raise DeclarationError(f"Batch(max_latency_ms={self.max_latency_ms!r}) must be >= 0")
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_size": self.max_size, "max_latency_ms": self.max_latency_ms}
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     annotation: Any
@@ -119,6 +148,8 @@ class ApiSpec:
     output_adapter: TypeAdapter[Any]
     rest_output: TypeAdapter[Any]
     retry: Retry | None
+    batch: Batch | None = None
+    """How calls of it are batched; ``params`` and ``output`` are then the single call's."""
 
     @property
     def task_name(self) -> str:
@@ -180,14 +211,20 @@ def services() -> Mapping[str, ServiceSpec]:
 @overload
 def api(func: F, /) -> F: ...
 @overload
-def api(*, retry: Retry | None = None) -> Callable[[F], F]: ...
-def api(func: F | None = None, /, *, retry: Retry | None = None) -> F | Callable[[F], F]:
-    """Mark a method of a ``@service`` class as a typed API (a Celery task on its queue)."""
+def api(*, retry: Retry | None = None, batch: None = None) -> Callable[[F], F]: ...
+@overload
+def api(*, retry: Retry | None = None, batch: Batch) -> Callable[
+    [Callable[Concatenate[S, list[In], P], list[Out]]], Callable[Concatenate[S, In, P], Out]]: ...
+def api(func: Any = None, /, *, retry: Retry | None = None, batch: Batch | None = None) -> Any:
+    """Mark a method of a ``@service`` class as a typed API (a Celery task on its queue);
+    ``batch`` runs many queued calls of it in one call (see :class:`Batch`): the method
+    takes a list and returns one, and is typed for its callers (``step()``) as the single
+    call it is to them."""
 
-    def mark(f: F) -> F:
+    def mark(f: Any) -> Any:
         if not callable(f):
             raise DeclarationError("@api decorates methods")
-        setattr(f, _API_MARK, retry)
+        setattr(f, _API_MARK, (retry, batch))
         return f
 
     return mark(func) if func is not None else mark
@@ -199,8 +236,32 @@ def api_spec(func: Callable[..., Any]) -> ApiSpec | None:
     return spec if isinstance(spec, ApiSpec) else None
 
 
+def _list_of(annotation: Any) -> Any:
+    """``T`` of ``list[T]`` (also inside ``Annotated``), else None."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is list and len(typing.get_args(annotation)) == 1:
+        return typing.get_args(annotation)[0]
+    return None
+
+
+def _single(where: str, params: list[Param], output: Any) -> tuple[list[Param], Any]:
+    """A batched method's single-call parameters and output."""
+    first = params[0] if params else None
+    item = _list_of(first.annotation) if first else None
+    if first is None or item is None or not first.required:
+        raise DeclarationError(
+            f"{where}: a batched API takes its calls' inputs as a list in its first parameter, "
+            "without a default (def f(self, texts: list[str], ...) -> list[...])")
+    out = _list_of(output)
+    if out is None:
+        raise DeclarationError(f"{where}: a batched API returns a list, one output per input, "
+                               "in order (-> list[...])")
+    return [Param(first.name, item), *params[1:]], out
+
+
 def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
-              retry: Retry | None) -> ApiSpec:
+              retry: Retry | None, batch: Batch | None = None) -> ApiSpec:
     where = f"{cls.__qualname__}.{name}"
     try:
         hints = typing.get_type_hints(func, include_extras=True)
@@ -219,6 +280,9 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
         out.append(Param(p.name, hints[p.name], p.default))
     if "return" not in hints:
         raise DeclarationError(f"{where}: add a return type hint (-> ...)")
+    output = hints["return"]
+    if batch is not None:
+        out, output = _single(where, out, output)
     fields: dict[str, Any] = {
         p.name: (rest_annotation(p.annotation), ... if p.required else p.default) for p in out
     }
@@ -234,9 +298,9 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
             **{p.name: (p.annotation, ... if p.required else p.default) for p in out},
         )
         output_adapter: TypeAdapter[Any] = TypeAdapter(
-            hints["return"], config=ConfigDict(arbitrary_types_allowed=True)
+            output, config=ConfigDict(arbitrary_types_allowed=True)
         )
-        rest_output: TypeAdapter[Any] = TypeAdapter(rest_annotation(hints["return"]))
+        rest_output: TypeAdapter[Any] = TypeAdapter(rest_annotation(output))
         input_model.model_json_schema()
         rest_output.json_schema(mode="serialization")
     except Exception as exc:
@@ -244,8 +308,8 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
             f"{where}: its types cannot be validated or described as JSON ({exc}); use JSON "
             "types, pydantic models, numpy.ndarray, PIL.Image.Image or bytes"
         ) from exc
-    return ApiSpec(service_name, name, func, tuple(out), hints["return"], input_model,
-                   call_model, output_adapter, rest_output, retry)
+    return ApiSpec(service_name, name, func, tuple(out), output, input_model,
+                   call_model, output_adapter, rest_output, retry, batch)
 
 
 def service(
@@ -286,7 +350,7 @@ def service(
         apis: dict[str, ApiSpec] = {}
         for attr, member in vars(cls).items():
             if callable(member) and hasattr(member, _API_MARK):
-                spec = _api_spec(svc, cls, attr, member, getattr(member, _API_MARK))
+                spec = _api_spec(svc, cls, attr, member, *getattr(member, _API_MARK))
                 member.__braid_spec__ = spec
                 apis[attr] = spec
         if not apis:

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
         "publishes per step and Flower their processing. Braid's own job records and events "
         "do not need them."
     )
+    batching: bool = Field(
+        default=True, description="Workers run up to `max_size` queued calls of a batched API "
+        "(`@api(batch=Batch(...))`) in one model call; off, one call at a time (a baseline)."
+    )
     flower: bool = Field(default=True, description="`braid up` starts Flower.")
     log_json: bool = Field(default=False, description="Every process logs one JSON object a line.")
     log_steps: bool = Field(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -37,7 +37,9 @@ from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 from app._transport import Command, capture, send
 
-__all__ = ["StepFailed", "StepTask", "Worker", "run_map", "run_step"]
+__all__ = [
+    "Begun", "Outcome", "StepFailed", "StepTask", "Worker", "begin", "call_batch", "run_map", "run_step",
+]
 
 log = logging.getLogger("braid.worker")
 
@@ -76,6 +78,8 @@ class Worker:
     interrupts: Interrupts
     instance: Any = None
     device: str = "cpu"
+    batched: dict[str, Any] = field(default_factory=dict)
+    """Steps of a batch, begun and called, by task id: what ``run_step`` ends for them."""
 
     @property
     def client(self) -> redis.Redis:
@@ -216,50 +220,131 @@ def _expansion(call: StepCall, output: Any) -> Expansion | None:
     return Expansion(name, [_codec.dumps(i) for i in items], map_call.sink, map_call.whole)
 
 
-def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
-             wire_call: Mapping[str, Any]) -> None:
-    """Run one step of ``job`` (the body of every service API's Celery task)."""
+@dataclass
+class Begun:
+    """A step its START let run: its run, its call and inputs (validated), or why not."""
+
+    run: StepRun
+    call: StepCall
+    tag: str
+    limit: int
+    args: dict[str, Any] = field(default_factory=dict)
+    failure: BaseException | None = None
+
+
+@dataclass
+class Outcome:
+    """What calling a step's model came to: its output, encoded, or the exception."""
+
+    packed: str = ""
+    blob: tuple[str, str] | None = None
+    expansion: Expansion | None = None
+    error: BaseException | None = None
+
+
+class _TooManyAttempts(Exception):
+    pass
+
+
+def begin(w: Worker, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
+          wire_call: Mapping[str, Any], task_id: str, tag: str) -> Begun | str:
+    """Start a step (``start_step.lua``) and decode and validate its inputs; the START's
+    action instead when it is not to run (``done``, or the state of a job that ended)."""
     call = StepCall.from_wire(wire_call)
-    tag = _tag(task)
     fields = call.reads()
-    start = w.recorder.start(job, step, task.request.id, w.node, tag, fields, call.ready_after)
-    if start.action == "done":
-        # a duplicate of a step that finished: its finish handed off already
+    start = w.recorder.start(job, step, task_id, w.node, tag, fields, call.ready_after)
+    if start.action != "run":
+        return start.action
+    run = StepRun(svc, spec, job, step, call, task_id, start.attempts, start.ready_at,
+                  start.started_at)
+    limit = spec.retry.max_attempts if spec.retry else w.settings.max_deliveries
+    begun = Begun(run, call, tag, limit)
+    if start.attempts > limit:
+        begun.failure = _TooManyAttempts()
+        return begun
+    wire = dict(zip(fields, start.values, strict=True))
+    try:
+        kwargs = {k: _codec.decode(resolve(s, lambda ref: _load(wire, ref, w.client), call.item))
+                  for k, s in call.args.items()}
+        begun.args = dict(spec.call_model.model_validate(kwargs))
+    except ValidationError as exc:
+        begun.failure = _Invalid(_error(exc, "InvalidInput"))
+    except Exception as exc:  # a value gone missing with its expired job
+        begun.failure = exc
+    return begun
+
+
+def outcome_of(w: Worker, spec: ApiSpec, call: StepCall, result: Any) -> Outcome:
+    """A model's return value for one step, validated and encoded."""
+    try:
+        output = spec.output_adapter.validate_python(result)
+    except ValidationError as exc:
+        return Outcome(error=_Invalid(_error(exc, "InvalidOutput")))
+    try:
+        packed, blob = _codec.pack(output, w.settings.blob_threshold)
+        return Outcome(packed, blob, _expansion(call, output))
+    except _Invalid as exc:
+        return Outcome(error=exc)
+
+
+def call_batch(w: Worker, spec: ApiSpec, items: list[Begun]) -> list[Outcome]:
+    """Call the model once for ``items`` (one for an unbatched API), under the hooks (time
+    limit, interrupts). A batch whose call raises is split in halves until the calls that
+    fail are found: only those fail."""
+    assert items and all(b.failure is None for b in items)
+    first = items[0]
+    run = first.run if len(items) == 1 else replace(first.run, task_id=f"batch:{first.run.task_id}")
+    w.hooks.before(run)
+    try:
+        if spec.batch is None:
+            results = [_call_roomy(lambda: spec.func(w.instance, **first.args))]
+        else:
+            name = spec.params[0].name
+            shared = {k: v for k, v in first.args.items() if k != name}
+            values = [b.args[name] for b in items]
+            results = _call_roomy(lambda: spec.func(w.instance, values, **shared))
+            if not isinstance(results, list) or len(results) != len(items):
+                got = len(results) if isinstance(results, list) else type(results).__name__
+                raise ValueError(f"{spec.task_name} returned {got} outputs for {len(items)} "
+                                 "inputs; a batched API returns a list, one output per input")
+        outcomes = [outcome_of(w, spec, b.call, r) for b, r in zip(items, results, strict=True)]
+        # the steps' own code is done: from here on nothing may interrupt them
+        w.hooks.after(run)
+        return outcomes
+    except (Interrupt, SoftTimeLimitExceeded) as exc:
+        w.hooks.on_error(run, exc)
+        return [Outcome(error=exc) for _ in items]
+    except Exception as exc:
+        w.hooks.on_error(run, exc)
+        if len(items) == 1:
+            return [Outcome(error=exc)]
+    half = len(items) // 2
+    return call_batch(w, spec, items[:half]) + call_batch(w, spec, items[half:])
+
+
+def skip(task: Task, action: str) -> None:
+    """A step that is not to run: ``done`` (a duplicate of one that finished and handed off
+    already) returns; one of a job that ended is ignored."""
+    if action == "done":
         request = task.request
         request.chain = request.chord = request.callbacks = None
         return
-    if start.action != "run":
-        log.debug("step %s of job %s skipped: the job is %s", step, job, start.action)
-        raise Ignore()
-    run = StepRun(svc, spec, job, step, call, task.request.id, start.attempts, start.ready_at,
-                  start.started_at)
-    limit = spec.retry.max_attempts if spec.retry else w.settings.max_deliveries
-    if start.attempts > limit:
+    raise Ignore()
+
+
+def end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
+        outcome: Outcome) -> None:
+    """Record how a step ended: store its output and hand off, retry, or fail (raising to
+    Celery what stops the canvas there)."""
+    run, call, tag = begun.run, begun.call, begun.tag
+    job, step = run.job, run.step
+    exc = begun.failure or outcome.error
+    if isinstance(exc, _TooManyAttempts):
         w.recorder.fail(job, step, {"type": "TooManyAttempts", "message":
-                        f"step {step!r} was attempted {start.attempts - 1} times "
+                        f"step {step!r} was attempted {run.attempts - 1} times "
                         "(its worker died or it kept failing); giving up"}, tag=tag)
         raise StepFailed(f"{step}: too many attempts")
-    wire = dict(zip(fields, start.values, strict=True))
-    try:
-        w.hooks.before(run)
-        try:
-            kwargs = {k: _codec.decode(resolve(s, lambda ref: _load(wire, ref, w.client),
-                                               call.item))
-                      for k, s in call.args.items()}
-            args = spec.call_model.model_validate(kwargs)
-        except ValidationError as exc:
-            raise _Invalid(_error(exc, "InvalidInput")) from exc
-        result = _call_roomy(lambda: spec.func(w.instance, **dict(args)))
-        try:
-            output = spec.output_adapter.validate_python(result)
-        except ValidationError as exc:
-            raise _Invalid(_error(exc, "InvalidOutput")) from exc
-        packed, blob = _codec.pack(output, w.settings.blob_threshold)
-        expansion = _expansion(call, output)
-        # the step's own code is done: from here on nothing may interrupt it
-        w.hooks.after(run)
-    except (Interrupt, SoftTimeLimitExceeded) as exc:
-        w.hooks.on_error(run, exc)
+    if isinstance(exc, Interrupt | SoftTimeLimitExceeded):
         if w.recorder.cancelled(job):
             w.recorder.fail(job, step, {"type": "Cancelled", "message": "job cancelled"},
                             state="cancelled", tag=tag)
@@ -269,31 +354,47 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
                         **run.timing())
         log.warning("step %s of job %s timed out", step, job)
         raise StepFailed(f"{step}: timed out") from None
-    except _Invalid as exc:
-        w.hooks.on_error(run, exc)
+    if isinstance(exc, _Invalid):
         w.recorder.fail(job, step, exc.error, tag=tag, **run.timing())
         log.warning("step %s of job %s failed: %s", step, job, exc.error["message"])
         raise StepFailed(f"{step}: {exc.error['type']}: {exc.error['message']}") from None
-    except Exception as exc:
-        w.hooks.on_error(run, exc)
+    if exc is not None:
         error = {**_error(exc), "traceback": _traceback(exc, spec.func)}
-        if spec.retry and isinstance(exc, spec.retry.on) and start.attempts < limit:
-            delay = spec.retry.delay(start.attempts)
+        if spec.retry and isinstance(exc, spec.retry.on) and run.attempts < begun.limit:
+            delay = spec.retry.delay(run.attempts)
             w.recorder.retrying(job, step, error, delay)
             raise task.retry(countdown=delay, max_retries=None) from None
         w.recorder.fail(job, step, error, tag=tag, **run.timing())
         log.warning("step %s of job %s failed:\n%s", step, job, error["traceback"].rstrip())
         raise StepFailed(f"{step}: {error['type']}: {error['message']}") from exc
+    blob = outcome.blob
     stored = None if blob is None else ("SET", blob[0], blob[1], "EX", w.settings.job_ttl_s)
     element_of = (call.map_step, call.sink, call.whole) if call.map_step is not None else None
     status, output_spec = w.recorder.finish(
-        job, step, packed, sink=call.sink and element_of is None,
+        job, step, outcome.packed, sink=call.sink and element_of is None,
         whole=call.whole and element_of is None, counts=element_of is None, tag=tag,
-        element_of=element_of,
-        expansion=expansion, handoff=_hand_off(task, job, call, expansion, stored),
-        **run.timing())
+        element_of=element_of, expansion=outcome.expansion,
+        handoff=_hand_off(task, job, call, outcome.expansion, stored), **run.timing())
     if status == "complete":
         _assemble(w, job, output_spec.decode())
+
+
+def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
+             wire_call: Mapping[str, Any]) -> None:
+    """Run one step of ``job`` (the body of every service API's Celery task). A step of a
+    batch was begun and its model called with the batch's (:mod:`app._batch`); here it ends."""
+    prepared = w.batched.pop(task.request.id, None)
+    if prepared is None:
+        begun = begin(w, svc, spec, job, step, wire_call, task.request.id, _tag(task))
+        if isinstance(begun, str):
+            log.debug("step %s of job %s not run: %s", step, job, begun)
+            return skip(task, begun)
+        outcome = Outcome() if begun.failure else call_batch(w, spec, [begun])[0]
+    elif isinstance(prepared, str):
+        return skip(task, prepared)
+    else:
+        begun, outcome = prepared
+    end(w, task, svc, spec, begun, outcome)
 
 
 def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, Any]) -> None:

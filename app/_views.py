@@ -75,6 +75,13 @@ class Progress(BaseModel):
     total: int = Field(description="Steps the job has: fixed when it is submitted")
 
 
+class BatchRun(BaseModel):
+    """The batch a step ran in: its model was called once for all of the batch's steps."""
+
+    id: str
+    size: int = Field(description="How many steps the batch ran")
+
+
 class StepView(BaseModel):
     """One step of a job: a service API call, a map over a list, or one element of a map
     (named `step[i]`)."""
@@ -95,6 +102,8 @@ class StepView(BaseModel):
                                                 "only maps have it")
     done: int | SkipJsonSchema[None] = _omitted("A map's elements that succeeded (of `size`); "
                                                 "only maps have it")
+    batch: BatchRun | SkipJsonSchema[None] = _omitted("The batch it ran in, for a step of a "
+                                                      "batched API")
 
 
 class JobView(BaseModel):

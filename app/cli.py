@@ -132,8 +132,11 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     size = concurrency or (max(1, svc.resources.gpu) if svc.resources.gpu else svc.concurrency)
     if settings.max_concurrency:
         size = min(size, settings.max_concurrency)
-    # one process at a time: run steps in the worker itself, without prefork's pipe hop
-    solo = size == 1 and not autoscale
+    batch = max((a.batch.max_size for a in svc.apis.values() if a.batch), default=0) if (
+        settings.batching) else 0
+    # one process at a time: run steps in the worker itself, without prefork's pipe hop; a
+    # batching service always does (its batches form in that process)
+    solo = (size == 1 and not autoscale) or batch > 0
     celery = create_celery(settings, registry.all_services)
     register(celery, svc, settings, solo, int(visibility_timeout(settings, registry.all_services)))
     from celery.signals import setup_logging as celery_logging
@@ -153,6 +156,9 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
             "--without-gossip"]
     if not solo:
         argv += [f"--autoscale={autoscale}"] if autoscale else ["-c", str(size)]
+    if batch:
+        # a batch forms from the messages the worker holds: prefetch 1 would cap it at one
+        argv += ["--prefetch-multiplier", str(batch)]
     if settings.task_events:
         argv.append("-E")
     if svc.resources.memory_bytes and not solo:
@@ -292,7 +298,8 @@ def services(apps: tuple[str, ...]) -> None:
         live = {}
     for svc in registry.all_services:
         info = svc.describe()
-        info["apis"] = [a.task_name for a in svc.apis.values()]
+        info["apis"] = [{"task": a.task_name, "batch": a.batch.describe() if a.batch else None}
+                        for a in svc.apis.values()]
         info["processes"] = live.get(svc.name, [])
         click.echo(json.dumps(info))
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.harness import MODELS, ROOT, System
 
-SERVICES = ["braid", "echo", "slow", "gpu-model", "calc"]
+SERVICES = ["braid", "echo", "slow", "gpu-model", "calc", "batcher"]
 
 
 @pytest.fixture(scope="session")

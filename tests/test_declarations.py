@@ -123,3 +123,38 @@ def test_gpu_placement_spreads_processes_over_devices() -> None:
     assert select_device(gpu=1, process_index=0, cuda_devices=0) == "cpu"
     assert select_device(gpu=0, process_index=0, cuda_devices=2) == "cpu"
     assert [select_device(1, i, 2) for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+def test_a_batched_api_is_the_single_call_to_callers() -> None:
+    from tests.apps.batching import Batcher
+
+    spec = Batcher.__braid_service__.apis["hold"]  # type: ignore[attr-defined]
+    assert [(p.name, p.annotation) for p in spec.params] == [("seconds", float), ("key", str)]
+    assert spec.output is float and spec.batch is not None
+    assert spec.input_model.model_json_schema()["properties"]["seconds"]["type"] == "number"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def f(self, x: int) -> list[int]: ...", "takes its calls' inputs as a list in its first"),
+    ("def f(self, xs: list[int] = []) -> list[int]: ...", "without a default"),
+    ("def f(self, xs: list[int]) -> int: ...", "returns a list, one output per input"),
+])
+def test_a_batched_api_whose_signature_does_not_fit_is_refused(source: str,
+                                                               message: str) -> None:
+    from app import Batch
+
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    with pytest.raises(DeclarationError, match=message):
+        service(name="misfit")(type("Misfit", (), {"f": api(batch=Batch())(namespace["f"])}))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_size": 0}, "max_size=0\\) must be an int >= 1"),
+    ({"max_latency_ms": -1}, "max_latency_ms=-1\\) must be >= 0"),
+])
+def test_bad_batch_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    from app import Batch
+
+    with pytest.raises(DeclarationError, match=message):
+        Batch(**kwargs)

@@ -1,0 +1,155 @@
+"""Adaptive batching: many queued calls of a batched API (``@api(batch=Batch(...))``) in one
+call of its model, each call still its own step.
+
+Where: the worker's own process (batched services run Celery's solo pool, one process per
+worker), in Celery's event loop. A batched task's strategy is Celery's default one, except
+that a request it would execute at once is collected here instead. A batch is dispatched
+when it is full, when nothing else waits in the queue (an idle model never waits), or
+``max_latency_ms`` after its first call arrived, whichever comes first; while it runs, calls
+keep queueing in Redis, and the next batch forms from them.
+
+How: every call of the batch is begun (``start_step.lua``: recorded running, inputs read,
+and validated), the model is called once for the calls that may run (a call whose input is
+invalid, or whose job was cancelled meanwhile, is left out), and then each request goes
+through Celery's own tracer as usual, where :func:`app._step.run_step` ends it with its
+precomputed outcome: its output stored and handed off to its own job's next step, acked only
+then. A worker that dies mid-batch has acked none of them: every call is redelivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+from celery.worker.request import Request
+from celery.worker.strategy import default
+
+from app._jobs import event
+from app._protocol import EVENTS, StepField, step_field, steps_key
+from app._service import ApiSpec, ServiceSpec
+from app._step import Begun, Outcome, Worker, begin, call_batch
+
+__all__ = ["strategy"]
+
+log = logging.getLogger("braid.worker")
+
+
+class _Collecting:
+    """The consumer, as the default strategy sees it, with its ``on_task_request``
+    (execute this request now) replaced by collecting it."""
+
+    def __init__(self, consumer: Any, collect: Callable[[Request], None]) -> None:
+        self._consumer = consumer
+        self.on_task_request = collect
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+class Collector:
+    """The requests of one batched API waiting in this worker process for their batch."""
+
+    def __init__(self, w: Callable[[], Worker], svc: ServiceSpec, spec: ApiSpec, consumer: Any,
+                 queue: str) -> None:
+        assert spec.batch is not None
+        self.worker = w
+        self.svc, self.spec, self.batch = svc, spec, spec.batch
+        self.consumer = consumer
+        self.execute: Callable[[Request], None] = consumer.on_task_request
+        self.queue = queue
+        self.pending: list[Request] = []
+        self.timer: Any = None
+        self.scheduled = False
+
+    def add(self, request: Request) -> None:
+        self.pending.append(request)
+        if len(self.pending) == 1 and self.batch.max_latency_ms > 0:
+            self.timer = self.consumer.timer.call_after(self.batch.max_latency_ms / 1000,
+                                                        self.flush)
+        if len(self.pending) >= self.batch.max_size or not self._more_queued():
+            self._flush_soon()
+
+    def _more_queued(self) -> bool:
+        """Whether more calls wait in the queue (LLEN is one cheap round trip)."""
+        return bool(self.worker().client.llen(self.queue))
+
+    def _flush_soon(self) -> None:
+        # after the message being handled now is done with, in the event loop's next turn
+        if not self.scheduled:
+            self.scheduled = True
+            self.consumer.hub.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while self.pending:
+            requests = self.pending[: self.batch.max_size]
+            del self.pending[: self.batch.max_size]
+            self._run(requests)
+
+    def _run(self, requests: list[Request]) -> None:
+        w = self.worker()
+        prepared: dict[str, Any] = {}
+        ready: list[tuple[str, Begun]] = []
+        for request in requests:
+            job, step, call = request.args
+            tag = str(request.message.delivery_tag or "")
+            begun = begin(w, self.svc, self.spec, job, step, call, request.id, tag)
+            if isinstance(begun, str):
+                prepared[request.id] = begun  # a cancelled job's call: dropped, not run
+            elif begun.failure is not None:
+                prepared[request.id] = (begun, Outcome())
+            else:
+                ready.append((request.id, begun))
+        for group in _groups(self.spec, ready):
+            self._record(w, uuid.uuid4().hex[:12], group)
+            started = time.monotonic()
+            outcomes = call_batch(w, self.spec, [b for _, b in group])
+            w.client.publish(EVENTS, event("", "batch", service=self.svc.name,
+                                           api=self.spec.name, size=len(group),
+                                           batch_run=time.monotonic() - started))
+            prepared.update({task_id: (b, o) for (task_id, b), o in
+                             zip(group, outcomes, strict=True)})
+        w.batched.update(prepared)
+        for request in requests:
+            self.execute(request)  # Celery's tracer: run_step ends it with its outcome
+
+    def _record(self, w: Worker, batch_id: str, group: list[tuple[str, Begun]]) -> None:
+        """Each step of a batch records it, before the batch runs (one round trip)."""
+        with w.client.pipeline(transaction=False) as pipe:
+            for _, b in group:
+                pipe.hset(steps_key(b.run.job), mapping={
+                    step_field(b.run.step, StepField.batch): batch_id,
+                    step_field(b.run.step, StepField.batch_size): len(group)})
+            pipe.execute()
+
+
+def _groups(spec: ApiSpec, ready: list[tuple[str, Begun]]) -> list[list[tuple[str, Begun]]]:
+    """The calls that may share a model call: those with equal shared arguments (all but
+    the first, batched one), in arrival order."""
+    batched = spec.params[0].name
+    groups: dict[str, list[tuple[str, Begun]]] = {}
+    for item in ready:
+        key = repr(sorted((k, v) for k, v in item[1].args.items() if k != batched))
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
+def strategy(worker: Callable[[], Worker], svc: ServiceSpec, spec: ApiSpec,
+             queue: str) -> Callable[..., Any]:
+    """A ``Task.Strategy`` for ``spec``: Celery's default one, collecting into batches (in
+    Celery's event loop; without one, it runs each call at once, as a batch of one)."""
+
+    def start(task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
+        if getattr(consumer, "hub", None) is None:
+            return default(task, app, consumer, **kwargs)
+        collector = Collector(worker, svc, spec, consumer, queue)
+        return default(task, app, _Collecting(consumer, collector.add), **kwargs)
+
+    return start

@@ -1,0 +1,147 @@
+"""Batched APIs: queued calls run in one model call, each still its own step of its own job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.apps.batching import BATCH, POISON
+from tests.harness import System, wait_for
+from tests.jobs_helpers import drained, marks, run, submit, wait
+
+HOLD = "/v1/services/batcher/hold/jobs"
+DOUBLE = "/v1/services/batcher/double/jobs"
+
+
+def _busy(http: httpx.Client, seconds: float) -> str:
+    """A job that keeps the batcher's model busy, so that what is submitted next queues."""
+    job = submit(http, HOLD, {"seconds": seconds, "key": "busy"})
+    wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["state"] == "running" or None, 10,
+             "the busy call to start")
+    return job
+
+
+def _step(http: httpx.Client, job: str, name: str) -> dict[str, Any]:
+    step: dict[str, Any] = http.get(f"/v1/jobs/{job}").json()["steps"][name]
+    return step
+
+
+def test_a_burst_of_calls_forms_batches_larger_than_one(http: httpx.Client) -> None:
+    # given a busy model, and six calls queued behind it
+    busy = _busy(http, 1.0)
+    jobs = [submit(http, HOLD, {"seconds": 0.01, "key": "burst"}) for _ in range(6)]
+    # when they run
+    views = [wait(http, job) for job in [busy, *jobs]]
+    # then each succeeded as its own job, and they ran in batches larger than one
+    assert [v["state"] for v in views] == ["succeeded"] * 7
+    sizes = [v["steps"]["hold"]["batch"]["size"] for v in views[1:]]
+    assert max(sizes) > 1, sizes
+
+
+def test_an_idle_worker_runs_a_lone_call_at_once(http: httpx.Client) -> None:
+    # given an idle batcher
+    drained(http, "batcher")
+    # when one call comes
+    view = run(http, DOUBLE, {"xs": 21})
+    # then it ran alone, without waiting for the batch to fill (the latency is 5 s)
+    step = view["steps"]["double"]
+    assert view["result"] == 42 and step["batch"]["size"] == 1
+    waited = _seconds(step["started_at"]) - _seconds(step["queued_at"])
+    assert waited < BATCH.max_latency_ms / 1000, waited
+
+
+def _seconds(iso: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_poisoned_call_in_a_batch_fails_only_its_own_job(http: httpx.Client) -> None:
+    # given three calls queued behind a busy model, one of which makes the model raise
+    busy = _busy(http, 1.0)
+    jobs = [submit(http, DOUBLE, {"xs": x}) for x in (1, POISON, 3)]
+    # when they run in one batch
+    views = [wait(http, job) for job in jobs]
+    wait(http, busy)
+    # then only the poisoned call's job failed, with the model's error; the others succeeded
+    assert [v["state"] for v in views] == ["succeeded", "failed", "succeeded"]
+    assert (views[0]["result"], views[2]["result"]) == (2, 6)
+    assert views[1]["error"]["message"] == f"{POISON} poisons the batch"
+    assert {v["steps"]["double"]["batch"]["size"] for v in views} == {3}
+    assert len({v["steps"]["double"]["batch"]["id"] for v in views}) == 1
+
+
+def test_an_invalid_input_fails_only_its_own_job(http: httpx.Client) -> None:
+    # given calls queued behind a busy model, one of whose inputs fails validation in the
+    # worker (the pipeline passes it a value the API's type refuses)
+    busy = _busy(http, 1.0)
+    good = submit(http, DOUBLE, {"xs": 5})
+    bad = submit(http, "/v1/pipelines/batched-bad-input/jobs", {})
+    # then the bad one failed as invalid input, the good one succeeded
+    assert wait(http, good)["result"] == 10
+    failed = wait(http, bad)
+    assert failed["state"] == "failed" and failed["error"]["type"] == "InvalidInput"
+    wait(http, busy)
+
+
+def test_batched_steps_hand_off_in_a_chain_a_chord_and_a_map(http: httpx.Client) -> None:
+    # given pipelines whose batched steps are a chain's links, a chord's parts, a map's elements
+    chain = run(http, "/v1/pipelines/batched-chain/jobs", {"x": 3})
+    chord = run(http, "/v1/pipelines/batched-chord/jobs", {"x": 1, "y": 2})
+    mapped = run(http, "/v1/pipelines/batched-map/jobs", {"n": 8})
+    # then each hands off to the next step of its own job
+    assert (chain["result"], chord["result"]) == (12, [2, 4])
+    assert mapped["result"] == [2 * i for i in range(8)]
+    # and the map's eight elements, queued together, shared batches
+    sizes = [mapped["steps"][f"batcher.double[{i}]"]["batch"]["size"] for i in range(8)]
+    assert max(sizes) > 1, sizes
+
+
+def test_a_cancelled_jobs_call_is_dropped_from_its_batch(system: System,
+                                                          http: httpx.Client) -> None:
+    # given a call queued behind a busy model
+    busy = _busy(http, 1.5)
+    before = marks(system.redis(), "cancelled-call")
+    job = submit(http, HOLD, {"seconds": 0.01, "key": "cancelled-call"})
+    # when its job is cancelled before its batch runs
+    assert http.delete(f"/v1/jobs/{job}").status_code == 200
+    wait(http, busy)
+    drained(http, "batcher")
+    # then its call never ran
+    assert marks(system.redis(), "cancelled-call") == before
+    assert _step(http, job, "hold")["state"] == "cancelled"
+
+
+def test_a_worker_killed_mid_batch_has_every_call_of_it_redelivered(
+        system: System, http: httpx.Client) -> None:
+    # given a batch of three calls running
+    busy = _busy(http, 0.5)
+    jobs = [submit(http, HOLD, {"seconds": 3.0, "key": "killed"}) for _ in range(3)]
+
+    def batch_running() -> bool | None:
+        steps = [_step(http, job, "hold") for job in jobs]
+        return all(s["state"] == "running" and s.get("batch", {}).get("size") == 3
+                   for s in steps) or None
+
+    wait_for(batch_running, 20, "the batch of three to run")
+    # when its worker is killed and comes back
+    system.kill_group("worker-batcher")
+    system.start_worker("batcher")
+    # then every call of the batch runs again, and every job succeeds
+    views = [wait(http, job, 60) for job in jobs]
+    assert [v["state"] for v in views] == ["succeeded"] * 3
+    assert [v["steps"]["hold"]["attempts"] for v in views] == [2, 2, 2]
+    wait(http, busy)
+
+
+def test_services_show_each_apis_batch_settings_and_metrics_count_batches(
+        http: httpx.Client) -> None:
+    run(http, DOUBLE, {"xs": 4})
+    services = {s["name"]: s for s in http.get("/v1/services").json()["services"]}
+    apis = {a["name"]: a for a in services["batcher"]["apis"]}
+    assert apis["double"]["batch"] == {"max_size": 8, "max_latency_ms": 5000}
+    assert services["echo"]["apis"][0]["batch"] is None
+    metrics = http.get("/metrics").text
+    assert 'braid_batch_size_count{api="double",service="batcher"}' in metrics
+    assert 'braid_batch_run_seconds_count{api="double",service="batcher"}' in metrics

@@ -254,6 +254,29 @@ def test_out_of_bounds_input_is_422_naming_the_field_and_the_limit(
     assert message in errors[0]["message"]
 
 
+def test_inference_graphs_run_together_batch_their_models_and_score_like_alone(
+        api: httpx.Client, model_store: Path) -> None:
+    from transformers import pipeline
+
+    # given six inference graphs submitted at once
+    sentences = [f"I have an idea number {i}!" for i in range(6)]
+    jobs = [api.post("/v1/pipelines/inference-graph/jobs", json={"original_sentence": s})
+            .json()["id"] for s in sentences]
+    views = [wait(api, job, 120) for job in jobs]
+    # then each continued its own sentence and scored its own texts as the model does alone
+    classify = pipeline("text-classification", model=str(_model("bert-sentiment", model_store)))
+    for sentence, view in zip(sentences, views, strict=True):
+        assert view["state"] == "succeeded"
+        for r in view["result"]:
+            assert r["generated"].startswith(sentence)
+            expected = {x["label"]: x["score"] for x in classify(r["generated"], top_k=None)}
+            assert r["score"] == pytest.approx(expected["POSITIVE"], abs=1e-5)
+    # and their scoring steps shared model calls
+    sizes = [step["batch"]["size"] for view in views for name, step in view["steps"].items()
+             if name.startswith("bert-base-uncased.classify_generated_texts[")]
+    assert max(sizes) > 1, sizes
+
+
 def test_minilm_embeddings_through_a_service_are_the_real_ones(api: httpx.Client) -> None:
     def similarity(a: str, b: str) -> float:
         result = run(api, "/v1/services/preprocessing-service/similarity/jobs", {"a": a, "b": b})

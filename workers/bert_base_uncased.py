@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app import Resources, api, device, models, service
+from workers._batching import BATCH
 
 
 @service(resources=Resources(cpu=2, memory="2Gi"), timeout=30, models=["bert-sentiment:latest"])
@@ -13,9 +14,9 @@ class BertBaseUncased:
         self.pipe = pipeline("text-classification", model=str(models.get("bert-sentiment").path),
                              device=device())
 
-    @api
-    def classify_generated_texts(self, sentence: str) -> float:
+    @api(batch=BATCH)
+    def classify_generated_texts(self, sentence: list[str]) -> list[float]:
         """The probability that ``sentence`` is POSITIVE (read up to the model's maximum
         length)."""
-        scores = {r["label"]: r["score"] for r in self.pipe(sentence, top_k=None, truncation=True)}
-        return float(scores["POSITIVE"])
+        results = self.pipe(sentence, top_k=None, truncation=True, batch_size=len(sentence))
+        return [float({r["label"]: r["score"] for r in labels}["POSITIVE"]) for labels in results]

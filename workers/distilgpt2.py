@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app import Resources, api, service
+from workers._batching import BATCH
 from workers._values import Prompt
 from workers.gpt2 import NewTokens, Sequences, _Generator
 
@@ -11,9 +12,10 @@ from workers.gpt2 import NewTokens, Sequences, _Generator
 class DistilGPT2(_Generator):
     tag = "distilgpt2"
 
-    @api
-    def generate(self, sentence: Prompt, max_new_tokens: NewTokens = 16,
-                 num_return_sequences: Sequences = 1, do_sample: bool = False) -> list[str]:
+    @api(batch=BATCH)
+    def generate(self, sentence: list[Prompt], max_new_tokens: NewTokens = 16,
+                 num_return_sequences: Sequences = 1,
+                 do_sample: bool = False) -> list[list[str]]:
         """``num_return_sequences`` continuations of ``sentence``, each ``max_new_tokens``
         tokens longer: the most likely ones (greedy, or beam search for several), or sampled
         with ``do_sample``. A prompt longer than the model reads loses its start."""

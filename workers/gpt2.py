@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from app import Resources, api, device, models, service
+from workers._batching import BATCH
 from workers._values import Prompt
 
 NewTokens = Annotated[int, Field(ge=1, le=128)]
@@ -23,25 +24,32 @@ class _Generator:
 
         self.pipe = pipeline("text-generation", model=str(models.get(self.tag).path),
                              device=device())
+        # a batch of prompts of different lengths is padded on the left, so that every
+        # prompt's continuation starts right after its last token
+        tokenizer = self.pipe.tokenizer
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
 
-    def _generate(self, sentence: str, max_new_tokens: int, num_return_sequences: int,
-                  do_sample: bool) -> list[str]:
+    def _generate(self, sentences: list[str], max_new_tokens: int, num_return_sequences: int,
+                  do_sample: bool) -> list[list[str]]:
         # without sampling, several sequences are the best beams (greedy search has one);
         # "hole" drops the prompt's start when prompt + new tokens exceed the model's length
         beams = 1 if do_sample else num_return_sequences
-        outputs = self.pipe(sentence, max_new_tokens=max_new_tokens, do_sample=do_sample,
+        outputs = self.pipe(sentences, max_new_tokens=max_new_tokens, do_sample=do_sample,
                             num_beams=beams, num_return_sequences=num_return_sequences,
-                            handle_long_generation="hole")
-        return [str(o["generated_text"]) for o in outputs]
+                            handle_long_generation="hole", batch_size=len(sentences))
+        return [[str(o["generated_text"]) for o in out] for out in outputs]
 
 
 @service(resources=Resources(gpu=1, memory="4Gi"), timeout=60, models=["gpt2:latest"])
 class GPT2(_Generator):
     tag = "gpt2"
 
-    @api
-    def generate(self, sentence: Prompt, max_new_tokens: NewTokens = 16,
-                 num_return_sequences: Sequences = 1, do_sample: bool = False) -> list[str]:
+    @api(batch=BATCH)
+    def generate(self, sentence: list[Prompt], max_new_tokens: NewTokens = 16,
+                 num_return_sequences: Sequences = 1,
+                 do_sample: bool = False) -> list[list[str]]:
         """``num_return_sequences`` continuations of ``sentence``, each ``max_new_tokens``
         tokens longer: the most likely ones (greedy, or beam search for several), or sampled
         with ``do_sample``. A prompt longer than the model reads loses its start."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from app import Resources, api, device, models, service
+from workers._batching import BATCH
 from workers._values import Text
 
 
@@ -18,9 +19,10 @@ class TextModel:
         self.pipe = pipeline("text-classification", model=str(models.get("bert-sentiment").path),
                              device=device())
 
-    @api
-    def analyze_text(self, text: Text,
-                     top_k: Annotated[int, Field(ge=1, le=100)] = 1) -> list[dict[str, Any]]:
+    @api(batch=BATCH)
+    def analyze_text(self, text: list[Text], top_k: Annotated[int, Field(ge=1, le=100)] = 1
+                     ) -> list[list[dict[str, Any]]]:
         """The ``top_k`` best labels of ``text`` with their scores, best first (a text longer
         than the model reads is truncated)."""
-        return list(self.pipe(text, top_k=top_k, truncation=True))
+        return [list(labels) for labels in
+                self.pipe(text, top_k=top_k, truncation=True, batch_size=len(text))]

@@ -7,7 +7,8 @@ service (``workers=1``, BentoML's default of one thread for sync APIs):
 - ``NoopGraph``: A, then B and C concurrently on A's output, then C.join; each of NoopA, NoopB,
   NoopC is its own service with the same trivial functions as ``bench/services.py``.
 - ``InferenceGraph``: BentoML's documented inference-graph example on Braid's stand-in models:
-  GPT2 and DistilGPT2 concurrently, then a BERT score for each generated text.
+  GPT2 and DistilGPT2 concurrently, then a BERT score for each generated text. ``batched.py``
+  serves the same graph with BentoML's adaptive batching.
 
 The model folders come from Braid's model store through ``BENCH_GPT2_MODEL``,
 ``BENCH_DISTILGPT2_MODEL`` and ``BENCH_BERT_MODEL``.
@@ -20,22 +21,12 @@ import os
 from typing import Any
 
 import bentoml
+from inference import MAX_NEW_TOKENS, ONE_PROCESS, Classifier, Generator
 from noop import a, b, c, join  # the working dir: bench/bentoml_peer
 
 # nothing may reach for the hub (the models are local folders)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-MAX_NEW_TOKENS = 16  # workers/gpt2.py's default
-ONE_PROCESS: dict[str, Any] = {
-    "workers": 1,
-    # no access log line per request: Braid's bench runs at log level WARNING
-    "logging": {"access": {"enabled": False}},
-    # BentoML 1.4.40 replaces a dependency's client session every 100 requests (and every
-    # 300 s) by closing it, which aborts the calls still in flight on it ("Server
-    # disconnected", HTTP 500) once calls overlap; one session for the whole run avoids that
-    "runner_connection": {"max_requests": 1_000_000_000, "max_age": 1e9},
-}
 
 
 # sync APIs like Braid's: a worker runs one call at a time
@@ -78,58 +69,31 @@ class NoopGraph:
         return await self.noop_c.to_async.join(left=left, right=right)
 
 
-def _pipeline(task: str, variable: str) -> Any:
-    import torch
-    import transformers
-
-    torch.set_num_threads(1)  # as Braid's workers: more threads than cores make p99 far worse
-    return transformers.pipeline(task, model=os.environ[variable], device="cpu")
-
-
-class _Generator:
-    variable = ""
-
-    def __init__(self) -> None:
-        self.pipe = _pipeline("text-generation", self.variable)
-
-    def _generate(self, sentence: str, max_new_tokens: int, num_return_sequences: int) -> list[str]:
-        # the settings of workers/gpt2.py: greedy unless several sequences are asked for
-        outputs = self.pipe(sentence, max_new_tokens=max_new_tokens,
-                            do_sample=num_return_sequences > 1,
-                            num_return_sequences=num_return_sequences)
-        return [str(o["generated_text"]) for o in outputs]
-
-
 @bentoml.service(**ONE_PROCESS)
-class GPT2(_Generator):
+class GPT2(Generator):
     variable = "BENCH_GPT2_MODEL"
 
     @bentoml.api
     def generate(self, sentence: str, max_new_tokens: int = MAX_NEW_TOKENS,
                  num_return_sequences: int = 1) -> list[str]:
-        return self._generate(sentence, max_new_tokens, num_return_sequences)
+        return self.generate_one(sentence, max_new_tokens, num_return_sequences)
 
 
 @bentoml.service(**ONE_PROCESS)
-class DistilGPT2(_Generator):
+class DistilGPT2(Generator):
     variable = "BENCH_DISTILGPT2_MODEL"
 
     @bentoml.api
     def generate(self, sentence: str, max_new_tokens: int = MAX_NEW_TOKENS,
                  num_return_sequences: int = 1) -> list[str]:
-        return self._generate(sentence, max_new_tokens, num_return_sequences)
+        return self.generate_one(sentence, max_new_tokens, num_return_sequences)
 
 
 @bentoml.service(**ONE_PROCESS)
-class BertBaseUncased:
-    def __init__(self) -> None:
-        self.pipe = _pipeline("text-classification", "BENCH_BERT_MODEL")
-
+class BertBaseUncased(Classifier):
     @bentoml.api
     def classify_generated_texts(self, sentence: str) -> float:
-        # workers/bert_base_uncased.py: the POSITIVE probability
-        scores = {r["label"]: r["score"] for r in self.pipe(sentence, top_k=None)}
-        return float(scores["POSITIVE"])
+        return self.positive(sentence)
 
 
 @bentoml.service(**ONE_PROCESS)

@@ -1,14 +1,19 @@
 """`python -m bench [--against bentoml]` (`make bench` runs the comparison): serve the same
-graphs, drive them with the same load client, print a table.
+graphs, drive them with the same load client, print tables.
 
 Workloads: the no-op graph (A, then B and C in parallel, joined: what a framework costs per
 hop) and the seed inference graph (two tiny generators in parallel, a BERT score per generated
 text, the same stand-in models and settings on both sides). For each, at 1 and 8 closed-loop
 clients for a fixed time after a short warm-up: p50, p99, jobs/s, and the CPU all of the
-system's processes used per job and per hop. With ``--against bentoml`` each cell runs on Braid,
-then on BentoML, interleaved, over ``--rounds`` rounds (figures are medians); without it Braid
-runs alone, with a 1-step and a 10-step no-op pipeline too. Last, Braid's submission rate
-alone: jobs accepted per second without waiting for them.
+system's processes used per job and per hop.
+
+Systems: Braid (`braid up`, batching on) on every workload, and Braid unbatched
+(``BRAID_BATCHING=0``) on the seed graph at 1 client. With ``--against bentoml``, BentoML stock
+on both graphs and BentoML with its adaptive batching on the seed graph; without it, Braid
+also runs a 1-step and a 10-step no-op pipeline. Each cell runs on every system measured there,
+interleaved, over ``--rounds`` rounds (figures are medians). After each round's cells, the
+burst: 100 calls of GPT2.generate (a batched API) at once, to each Braid and to BentoML
+batched. Last, Braid's submission rate alone, and issue 10's batching goals checked.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from typing import Any
 
 import httpx
 
-from bench import report
+from bench import goals, report
+from bench.burst import LABEL as BURST_LABEL
+from bench.burst import agreement, burst
+from bench.burst import line as burst_line
 from bench.load import Window, closed_loop
 from bench.systems import (
     Braid,
@@ -39,7 +47,7 @@ from bench.systems import (
     state_dir,
     stop_all,
 )
-from bench.workloads import ALL, NOOP_1, PEERED, SEED_GRAPH, Workload
+from bench.workloads import ALL, GPT2_GENERATE, NOOP_1, PEERED, SEED_GRAPH, Workload
 
 
 async def _cell(system: System, workload: Workload, clients: int, seconds: float,
@@ -62,7 +70,7 @@ async def _cell(system: System, workload: Workload, clients: int, seconds: float
 
 def _line(system: System, workload: Workload, clients: int, w: Window) -> str:
     cpu = w.cpu_ms_per_job
-    text = (f"{system.name:<8} {workload.name:<16} c={clients:<2} n={len(w.latencies):<5} "
+    text = (f"{system.name:<15} {workload.name:<16} c={clients:<2} n={len(w.latencies):<5} "
             f"p50={w.p50_ms:7.2f} ms  p99={w.p99_ms:7.2f} ms  {w.rate:7.1f} jobs/s")
     if cpu is not None:
         text += f"  CPU {cpu:6.2f} ms/job {cpu / workload.hops:5.2f} ms/hop"
@@ -83,11 +91,15 @@ def _same(a: Any, b: Any) -> bool:
 
 
 async def _compare_outputs(systems: Sequence[System]) -> None:
+    serving = [s for s in systems if SEED_GRAPH in s.workloads]
     async with httpx.AsyncClient(timeout=60) as http:
-        outputs = [await s.call(http, SEED_GRAPH) for s in systems]
-    verdict = "the same" if _same(outputs[0], outputs[1]) else "DIFFERENT"
-    print(f"seed graph outputs are {verdict} on both systems: {outputs[0]}"
-          + ("" if verdict == "the same" else f" vs {outputs[1]}"), flush=True)
+        outputs = [await s.call(http, SEED_GRAPH) for s in serving]
+    differ = [f"{s.name}: {o}" for s, o in zip(serving[1:], outputs[1:], strict=True)
+              if not _same(outputs[0], o)]
+    names = ", ".join(s.name for s in serving)
+    print(f"seed graph outputs are the same on {names}: {outputs[0]}" if not differ else
+          f"seed graph outputs are DIFFERENT: {serving[0].name}: {outputs[0]}; {'; '.join(differ)}",
+          flush=True)
 
 
 async def _submit_rate(braid: Braid, clients: int, seconds: float) -> str:
@@ -97,33 +109,52 @@ async def _submit_rate(braid: Braid, clients: int, seconds: float) -> str:
             await braid.submit(http, NOOP_1)
 
         w = await closed_loop(clients, seconds, accept)
-    return (f"Braid submit rate ({NOOP_1.name}, submit only, c={clients}): {w.rate:.0f} jobs "
-            f"accepted/s, p50 {w.p50_ms:.2f} ms, errors {w.errors} (goal >= 1000/s)")
+    return (f"{braid.name} submit rate ({NOOP_1.name}, submit only, c={clients}): {w.rate:.0f} "
+            f"jobs accepted/s, p50 {w.p50_ms:.2f} ms, errors {w.errors} (goal >= 1000/s)")
+
+
+async def _round(systems: Sequence[System], workloads: Sequence[Workload],
+                 args: argparse.Namespace, cells: report.Cells, bursts: report.Bursts) -> None:
+    for workload in workloads:
+        for clients in args.clients:
+            for system in systems:  # interleaved: load drifts on a shared machine
+                if system.measures(workload, clients):
+                    w = await _cell(system, workload, clients, args.seconds, args.warmup)
+                    cells.setdefault((workload.name, clients, system.name), []).append(w)
+                    print(_line(system, workload, clients, w), flush=True)
+    for system in systems:
+        if GPT2_GENERATE in system.workloads:
+            found = await burst(system)
+            bursts.setdefault(system.name, []).append(found)
+            print(burst_line(system, found), flush=True)
 
 
 async def _measure(systems: Sequence[System], workloads: Sequence[Workload],
                    args: argparse.Namespace) -> None:
     started = time.monotonic()
-    await asyncio.gather(*(ready(s, tuple(workloads)) for s in systems))
-    print(f"{' and '.join(s.name for s in systems)} ready after {time.monotonic() - started:.0f} s;"
+    await asyncio.gather(*(ready(s) for s in systems))
+    print(f"{', '.join(s.name for s in systems)} ready after {time.monotonic() - started:.0f} s;"
           f" {args.seconds:g} s per cell after {args.warmup:g} s warm-up, {args.rounds} round(s)",
           flush=True)
-    if len(systems) == 2:
+    if sum(SEED_GRAPH in s.workloads for s in systems) > 1:
         await _compare_outputs(systems)
     cells: report.Cells = {}
+    bursts: report.Bursts = {}
     for round_ in range(args.rounds):
         print(f"-- round {round_ + 1}/{args.rounds}", flush=True)
-        for workload in workloads:
-            for clients in args.clients:
-                for system in systems:  # interleaved: load drifts on a shared machine
-                    w = await _cell(system, workload, clients, args.seconds, args.warmup)
-                    cells.setdefault((workload.name, clients, system.name), []).append(w)
-                    print(_line(system, workload, clients, w), flush=True)
+        await _round(systems, workloads, args, cells, bursts)
+        if round_ == 0 and len(bursts) > 1:
+            print(agreement(list(bursts), [b[0] for b in bursts.values()]), flush=True)
     braid = next(s for s in systems if isinstance(s, Braid))
     rate = await _submit_rate(braid, args.submit_clients, args.seconds)
-    table = report.rows(cells, workloads, args.clients, [s.name for s in systems])
-    print(f"\n{report.aligned(table)}\n\n{rate}\n\nMarkdown:\n\n{report.markdown(table)}\n\n"
-          f"{rate}", flush=True)
+    names = [s.name for s in systems]
+    tables = [(report.figures(cells, workloads, args.clients, names), 3),
+              (report.ratios(cells, workloads, args.clients, names), 3),
+              (report.burst_rows(bursts, BURST_LABEL), 2)]
+    goal_lines = "\n".join(goals.lines(braid.name, cells, bursts))
+    print("\n" + "\n\n".join(report.aligned(t, n) for t, n in tables)
+          + f"\n\n{goal_lines}\n\n{rate}\n\nMarkdown:\n\n"
+          + "\n\n".join(report.markdown(t, n) for t, n in tables) + f"\n\n{rate}", flush=True)
 
 
 def _positive(text: str) -> int:
@@ -162,6 +193,30 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C, so every started process is stopped
 
 
+def _start(state: Path, logs: Path, args: argparse.Namespace,
+           workloads: tuple[Workload, ...], systems: list[System]) -> None:
+    """Start every system, appending each to ``systems`` as soon as it is started (so that
+    stop_all stops it whatever happens next): Braid, its unbatched baseline, then the peers."""
+    venv = None
+    if args.against:
+        from bench.peer import ensure_venv
+
+        venv = ensure_venv(state_dir(), logs)
+    braid = start_braid(state / "braid", logs, args.lean, (*workloads, GPT2_GENERATE))
+    systems.append(braid)
+    mode = "lean: no task events, no Flower" if args.lean else "`braid up` defaults"
+    print(f"Braid ({mode}) at {braid.url}; logs in {logs}", flush=True)
+    systems.append(start_braid(state / "unbatched", logs, args.lean, (SEED_GRAPH, GPT2_GENERATE),
+                               name="Braid-unbatched", apps=("bench.seed",),
+                               settings={"BRAID_BATCHING": "0"}, clients=(1,)))
+    if venv is not None:
+        from bench.peer import start_bentoml
+
+        systems.append(start_bentoml(venv, state_dir(), logs, workloads))
+        systems.append(start_bentoml(venv, state_dir(), logs, (SEED_GRAPH, GPT2_GENERATE),
+                                     name="BentoML-batched", module="batched"))
+
+
 def main() -> None:
     args = _parser().parse_args()
     if args.url and args.against:
@@ -169,29 +224,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     workloads = PEERED if args.against else ALL
     if args.url:
-        asyncio.run(_measure([Braid(args.url, [])], workloads, args))
+        asyncio.run(_measure([Braid(args.url, [], (*workloads, GPT2_GENERATE))], workloads, args))
         return
-    root = state_dir()
-    logs = root / "logs"
+    logs = state_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     bootstrap_models()
-    venv = None
-    if args.against:
-        from bench.peer import ensure_venv
-
-        venv = ensure_venv(root, logs)
     systems: list[System] = []
     with contextlib.ExitStack() as stack:
         state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="braid-bench-")))
         stack.callback(stop_all, systems)
-        braid = start_braid(state, logs, args.lean)
-        systems.append(braid)
-        if venv is not None:
-            from bench.peer import start_bentoml
-
-            systems.append(start_bentoml(venv, root, logs, workloads))
-        mode = "lean: no task events, no Flower" if args.lean else "`braid up` defaults"
-        print(f"Braid ({mode}) at {braid.url}; logs in {logs}", flush=True)
+        _start(state, logs, args, workloads, systems)
         try:
             asyncio.run(_measure(systems, workloads, args))
         except KeyboardInterrupt:

@@ -1,5 +1,6 @@
-"""The BentoML peer: BentoML in a venv of its own under the state dir (never in Braid's
-dependencies), and one ``bentoml serve`` per graph of ``bench/bentoml_peer/service.py``."""
+"""The BentoML peers: BentoML in a venv of its own under the state dir (never in Braid's
+dependencies), and one ``bentoml serve`` per graph service of a module of
+``bench/bentoml_peer/``: ``service`` (the stock peer) or ``batched`` (adaptive batching)."""
 
 from __future__ import annotations
 
@@ -70,16 +71,17 @@ def ensure_venv(root: Path, logs: Path) -> Path:
 class BentoML(System):
     """A single request per job to the graph service's API."""
 
-    name = "BentoML"
-
-    def __init__(self, urls: dict[str, str], groups: list[Group]) -> None:
-        super().__init__(groups)
+    def __init__(self, name: str, urls: dict[str, str], groups: list[Group],
+                 workloads: tuple[Workload, ...]) -> None:
+        super().__init__(name, groups, workloads)
         self.urls = urls
 
-    async def call(self, http: httpx.AsyncClient, workload: Workload) -> Any:
+    async def call(self, http: httpx.AsyncClient, workload: Workload,
+                   body: dict[str, Any] | None = None) -> Any:
         assert workload.peer is not None, f"{workload.name} has no BentoML peer"
         service, route = workload.peer
-        return ok_json(await http.post(f"{self.urls[service]}{route}", json=workload.body))
+        return ok_json(await http.post(f"{self.urls[service]}{route}",
+                                       json=workload.body if body is None else body))
 
 
 def _env(venv: Path, root: Path) -> dict[str, str]:
@@ -97,17 +99,18 @@ def _env(venv: Path, root: Path) -> dict[str, str]:
     return env
 
 
-def start_bentoml(venv: Path, root: Path, logs: Path, workloads: tuple[Workload, ...]) -> BentoML:
-    """``bentoml serve`` of each workload's graph service (it starts the services that one
-    depends on, a process each), on free ports."""
+def start_bentoml(venv: Path, root: Path, logs: Path, workloads: tuple[Workload, ...],
+                  name: str = "BentoML", module: str = "service") -> BentoML:
+    """``bentoml serve`` of each workload's graph service in ``module`` (it starts the services
+    that one depends on, a process each), on free ports."""
     env = _env(venv, root)
     urls: dict[str, str] = {}
     groups = []
     for service in sorted({w.peer[0] for w in workloads if w.peer is not None}):
         port = free_port()
-        command = [str(venv / "bin" / "bentoml"), "serve", f"service:{service}",
+        command = [str(venv / "bin" / "bentoml"), "serve", f"{module}:{service}",
                    "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PEER_DIR)]
-        groups.append(Group(f"bentoml serve {service}", command, env, PEER_DIR,
-                            logs / f"bentoml-{service}.log"))
+        groups.append(Group(f"bentoml serve {module}:{service}", command, env, PEER_DIR,
+                            logs / f"bentoml-{module}-{service}.log"))
         urls[service] = f"http://127.0.0.1:{port}"
-    return BentoML(urls, groups)
+    return BentoML(name, urls, groups, workloads)

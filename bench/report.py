@@ -1,5 +1,6 @@
-"""The results table: one row per (workload, clients), the median of each figure over the
-rounds, as aligned text for the terminal and as Markdown for the README."""
+"""The results tables: one row per (workload, clients, system) with the median of each figure
+over the rounds, the first system's ratios to each other one measured on the same cell, and the
+bursts; as aligned text for the terminal and as Markdown for the README."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.burst import Burst
 from bench.load import Window
 from bench.workloads import Workload
 
@@ -32,69 +34,90 @@ def summarize(windows: Sequence[Window]) -> Summary:
                    sum(len(w.latencies) for w in windows), sum(w.errors for w in windows))
 
 
-def _num(value: float | None) -> str:
+def num(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
-def _ratio(ours: float | None, theirs: float | None) -> str:
+def ratio(ours: float | None, theirs: float | None) -> float | None:
     if ours is None or theirs is None or not theirs or math.isnan(ours) or math.isnan(theirs):
-        return "-"
-    return f"{ours / theirs:.2f}"
-
-
-def _per_hop(s: Summary, hops: int) -> float | None:
-    return None if s.cpu_ms_per_job is None else s.cpu_ms_per_job / hops
+        return None
+    return ours / theirs
 
 
 Cells = dict[tuple[str, int, str], list[Window]]
+Bursts = dict[str, list[Burst]]
 
 
-def rows(cells: Cells, workloads: Sequence[Workload], clients: Sequence[int],
-         systems: Sequence[str]) -> list[list[str]]:
-    """The header and one row per (workload, clients); with two systems, the first one's
-    figures divided by the second's (latency under 1 and throughput over 1 favour the first)."""
-    header = ["workload", "clients"]
-    for name in systems:
-        header += [f"{name} p50 ms", f"{name} p99 ms", f"{name} jobs/s"]
-    if len(systems) == 2:
-        ratio = "/".join(systems)
-        header += [f"p50 {ratio}", f"p99 {ratio}", f"jobs/s {ratio}"]
-    for name in systems:
-        header += [f"{name} CPU ms/job", f"{name} CPU ms/hop"]
-    header.append("errors")
-    table = [header]
+def figures(cells: Cells, workloads: Sequence[Workload], clients: Sequence[int],
+            systems: Sequence[str]) -> list[list[str]]:
+    """The header and one row per measured (workload, clients, system)."""
+    table = [["workload", "clients", "system", "p50 ms", "p99 ms", "jobs/s", "CPU ms/job",
+              "CPU ms/hop", "errors"]]
     for w in workloads:
         for c in clients:
-            keys = [(w.name, c, s) for s in systems]
-            if not all(key in cells for key in keys):
-                continue
-            found = [summarize(cells[key]) for key in keys]
-            row = [w.name, str(c)]
-            for s in found:
-                row += [_num(s.p50_ms), _num(s.p99_ms), _num(s.rate)]
-            if len(found) == 2:
-                ours, theirs = found
-                row += [_ratio(ours.p50_ms, theirs.p50_ms), _ratio(ours.p99_ms, theirs.p99_ms),
-                        _ratio(ours.rate, theirs.rate)]
-            for s in found:
-                row += [_num(s.cpu_ms_per_job), _num(_per_hop(s, w.hops))]
-            row.append("/".join(str(s.errors) for s in found))
-            table.append(row)
+            for s in systems:
+                if (w.name, c, s) not in cells:
+                    continue
+                found = summarize(cells[w.name, c, s])
+                cpu = found.cpu_ms_per_job
+                table.append([w.name, str(c), s, num(found.p50_ms), num(found.p99_ms),
+                              num(found.rate), num(cpu), num(None if cpu is None else cpu / w.hops),
+                              str(found.errors)])
     return table
 
 
-def aligned(table: list[list[str]]) -> str:
+def ratios(cells: Cells, workloads: Sequence[Workload], clients: Sequence[int],
+           systems: Sequence[str]) -> list[list[str]]:
+    """The header and, per (workload, clients), a row for each other system measured there:
+    the first system's figures divided by its (latency under 1 and throughput over 1 favour
+    the first)."""
+    ours = systems[0]
+    table = [["workload", "clients", f"{ours} / system", "p50", "p99", "jobs/s"]]
+    for w in workloads:
+        for c in clients:
+            if (w.name, c, ours) not in cells:
+                continue
+            mine = summarize(cells[w.name, c, ours])
+            for other in systems[1:]:
+                if (w.name, c, other) in cells:
+                    theirs = summarize(cells[w.name, c, other])
+                    table.append([w.name, str(c), other, num(ratio(mine.p50_ms, theirs.p50_ms)),
+                                  num(ratio(mine.p99_ms, theirs.p99_ms)),
+                                  num(ratio(mine.rate, theirs.rate))])
+    return table
+
+
+def burst_seconds(bursts: Sequence[Burst]) -> float:
+    """The median over the rounds."""
+    return statistics.median(b.seconds for b in bursts)
+
+
+def burst_rows(bursts: Bursts, label: str) -> list[list[str]]:
+    """The header and a row per system that took the burst: the median wall time over the
+    rounds, the first system's divided by it, and the errors."""
+    names = list(bursts)
+    table = [["burst", "system", "s until all answered", f"{names[0]} / system", "errors"]]
+    for name in names:
+        seconds = burst_seconds(bursts[name])
+        share = "" if name == names[0] else num(ratio(burst_seconds(bursts[names[0]]), seconds))
+        table.append([label, name, num(seconds), share, str(sum(b.errors for b in bursts[name]))])
+    return table
+
+
+def aligned(table: list[list[str]], text_columns: int = 3) -> str:
+    """Left-aligned label columns (the first ``text_columns``), right-aligned figures."""
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
+    lines = ["  ".join(cell.rjust(w) if i >= text_columns else cell.ljust(w)
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in table]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
-def markdown(table: list[list[str]]) -> str:
+def markdown(table: list[list[str]], text_columns: int = 3) -> str:
     lines = ["| " + " | ".join(row) + " |" for row in table]
-    lines.insert(1, "|" + "|".join("---" if i < 2 else "---:" for i in range(len(table[0]))) + "|")
+    lines.insert(1, "|" + "|".join("---" if i < text_columns else "---:"
+                                   for i in range(len(table[0]))) + "|")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 Braid starts as a user would start it: ``braid up`` with its default settings (``--lean``
 turns task events and Flower off), serving the no-op services and the seed graph's services.
 The one setting changed caps every pool at one process, so both systems run one worker process
-per model.
+per model. The unbatched baseline is a second ``braid up`` with ``BRAID_BATCHING=0``, serving
+the seed graph's services only.
 """
 
 from __future__ import annotations
@@ -45,13 +46,22 @@ def free_port() -> int:
 class System:
     """One system under test: how to send one job, and the processes that serve it."""
 
-    name = ""
-
-    def __init__(self, groups: list[Group]) -> None:
+    def __init__(self, name: str, groups: list[Group], workloads: tuple[Workload, ...],
+                 clients: tuple[int, ...] | None = None) -> None:
+        self.name = name
         self.groups = groups
+        self.workloads = workloads
+        """What it serves: :func:`ready` waits for one job of each, and it is measured on them."""
+        self.clients = clients
+        """The client counts it is measured at (None: every one asked for)."""
 
-    async def call(self, http: httpx.AsyncClient, workload: Workload) -> Any:
-        """Send one job and return its result; raise on anything but success."""
+    def measures(self, workload: Workload, clients: int) -> bool:
+        return workload in self.workloads and (self.clients is None or clients in self.clients)
+
+    async def call(self, http: httpx.AsyncClient, workload: Workload,
+                   body: dict[str, Any] | None = None) -> Any:
+        """Send one job (``body``, default the workload's) and return its result; raise on
+        anything but success."""
         raise NotImplementedError
 
     def cpu_s(self) -> float | None:
@@ -83,29 +93,32 @@ def ok_json(response: httpx.Response) -> Any:
 class Braid(System):
     """A single request per job: submit with ``?wait=`` returns the final record."""
 
-    name = "Braid"
-
-    def __init__(self, url: str, groups: list[Group]) -> None:
-        super().__init__(groups)
+    def __init__(self, url: str, groups: list[Group], workloads: tuple[Workload, ...],
+                 name: str = "Braid", clients: tuple[int, ...] | None = None) -> None:
+        super().__init__(name, groups, workloads, clients)
         self.url = url
 
-    async def call(self, http: httpx.AsyncClient, workload: Workload) -> Any:
-        view = ok_json(await http.post(f"{self.url}/v1/pipelines/{workload.name}/jobs",
-                                   params={"wait": 30}, json=workload.body))
+    async def call(self, http: httpx.AsyncClient, workload: Workload,
+                   body: dict[str, Any] | None = None) -> Any:
+        view = ok_json(await http.post(f"{self.url}{workload.path}", params={"wait": 60},
+                                       json=workload.body if body is None else body))
         if view.get("state") != "succeeded":
             raise RuntimeError(f"job {view.get('id')} {view.get('state')}: {view.get('error')}")
         return view.get("result")
 
     async def submit(self, http: httpx.AsyncClient, workload: Workload) -> None:
         """Submit only (no wait): the API's acceptance rate."""
-        response = await http.post(f"{self.url}/v1/pipelines/{workload.name}/jobs",
-                                   json=workload.body)
+        response = await http.post(f"{self.url}{workload.path}", json=workload.body)
         if response.status_code != 202:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
 
 
-def start_braid(state: Path, logs: Path, lean: bool) -> Braid:
-    """``braid up`` for ``bench.services`` and ``bench.seed``, on free ports, state in ``state``."""
+def start_braid(state: Path, logs: Path, lean: bool, workloads: tuple[Workload, ...], *,
+                name: str = "Braid", apps: tuple[str, ...] = ("bench.services", "bench.seed"),
+                settings: dict[str, str] | None = None,
+                clients: tuple[int, ...] | None = None) -> Braid:
+    """``braid up`` for ``apps``, on free ports, state in ``state``; ``settings`` are BRAID_*
+    variables on top of the bench's."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAID_")}
     env.update({"BRAID_STATE_DIR": str(state), "BRAID_API_PORT": str(port),
@@ -117,10 +130,12 @@ def start_braid(state: Path, logs: Path, lean: bool) -> Braid:
                 "BRAID_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
     if lean:
         env.update({"BRAID_TASK_EVENTS": "0", "BRAID_FLOWER": "0"})
-    command = [sys.executable, "-m", "app.cli", "up", "--app", "bench.services",
-               "--app", "bench.seed"]
-    group = Group("braid up", command, env, ROOT, logs / "braid.log")
-    return Braid(f"http://127.0.0.1:{port}", [group])
+    env.update(settings or {})
+    command = [sys.executable, "-m", "app.cli", "up"]
+    for app in apps:
+        command += ["--app", app]
+    group = Group(f"braid up ({name})", command, env, ROOT, logs / f"{name.lower()}.log")
+    return Braid(f"http://127.0.0.1:{port}", [group], workloads, name, clients)
 
 
 def bootstrap_models() -> None:
@@ -133,10 +148,10 @@ def bootstrap_models() -> None:
     _models.bootstrap(store, list(SEED_MODELS))  # skips those the store has
 
 
-async def ready(system: System, workloads: tuple[Workload, ...], timeout: float = 300) -> None:
-    """Wait until one job of every workload has succeeded."""
+async def ready(system: System, timeout: float = 300) -> None:
+    """Wait until one job of every workload the system serves has succeeded."""
     deadline = time.monotonic() + timeout
-    pending = list(workloads)
+    pending = list(system.workloads)
     error = ""
     async with httpx.AsyncClient(timeout=30) as http:
         while pending:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+_CHUNK = 32
+
 
 class Embedder:
     def __init__(self, path: Path, device: str) -> None:
@@ -16,7 +18,18 @@ class Embedder:
         self.device = device
 
     def __call__(self, sentences: list[str]) -> Any:
-        """A float32 array (len(sentences), dim) of unit vectors."""
+        """A float32 array (len(sentences), dim) of unit vectors. Many sentences are embedded
+        in chunks of similar lengths (each chunk is padded to its longest only)."""
+        import numpy as np
+
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        chunks = [self._embed([sentences[i] for i in order[at:at + _CHUNK]])
+                  for at in range(0, len(order), _CHUNK)]
+        out = np.empty((len(sentences), chunks[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(chunks)
+        return out
+
+    def _embed(self, sentences: list[str]) -> Any:
         import torch
 
         batch = self.tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")

@@ -4,9 +4,10 @@ call of its model, each call still its own step.
 Where: the worker's own process (batched services run Celery's solo pool, one process per
 worker), in Celery's event loop. A batched task's strategy is Celery's default one, except
 that a request it would execute at once is collected here instead. A batch is dispatched
-when it is full, when nothing else waits in the queue (an idle model never waits), or
-``max_latency_ms`` after its first call arrived, whichever comes first; while it runs, calls
-keep queueing in Redis, and the next batch forms from them.
+when it is full, or ``max_latency_ms`` after its first call arrived, or, when the model is
+idle, as soon as nothing else waits in the queue (an idle model never waits). While a batch
+runs, calls keep queueing in Redis and the next batch forms from them; if some did, the
+model is busy, and its next batch waits out the latency (or fills) before it runs.
 
 How: every call of the batch is begun (``start_step.lua``: recorded running, inputs read,
 and validated), the model is called once for the calls that may run (a call whose input is
@@ -64,14 +65,27 @@ class Collector:
         self.pending: list[Request] = []
         self.timer: Any = None
         self.scheduled = False
+        self.waited = False
+        """Whether calls were waiting when the last batch ended."""
+        self.ended = 0.0
+        """When it ended (monotonic seconds)."""
 
     def add(self, request: Request) -> None:
         self.pending.append(request)
+        if len(self.pending) >= self.batch.max_size:
+            return self._flush_soon()
         if len(self.pending) == 1 and self.batch.max_latency_ms > 0:
             self.timer = self.consumer.timer.call_after(self.batch.max_latency_ms / 1000,
                                                         self.flush)
-        if len(self.pending) >= self.batch.max_size or not self._more_queued():
+        # an idle model runs what it has as soon as nothing else waits; a busy one (calls
+        # queued up while its last batch ran) waits out the latency for more: under load a
+        # fuller batch costs less per call than the wait
+        if not self._busy() and not self._more_queued():
             self._flush_soon()
+
+    def _busy(self) -> bool:
+        """Calls queued up while the last batch ran, or it ended within the latency."""
+        return self.waited or time.monotonic() - self.ended < self.batch.max_latency_ms / 1000
 
     def _more_queued(self) -> bool:
         """Whether more calls wait in the queue (LLEN is one cheap round trip)."""
@@ -92,6 +106,8 @@ class Collector:
             requests = self.pending[: self.batch.max_size]
             del self.pending[: self.batch.max_size]
             self._run(requests)
+        self.ended = time.monotonic()
+        self.waited = self._more_queued()
 
     def _run(self, requests: list[Request]) -> None:
         w = self.worker()

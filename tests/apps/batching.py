@@ -12,7 +12,7 @@ from tests.apps.calc import Calc
 POISON = 13
 
 # a large latency: a test that sees a lone call start at once knows it did not wait for it
-BATCH = Batch(max_size=8, max_latency_ms=5000)
+BATCH = Batch(max_size=8, max_latency_ms=2000)
 
 
 @service(timeout=20)
@@ -28,6 +28,11 @@ class Batcher:
         if POISON in xs:
             raise ValueError(f"{POISON} poisons the batch")
         return [2 * x for x in xs]
+
+    @api(batch=BATCH)
+    def lone(self, xs: list[int]) -> list[int]:
+        """Its identity (only the lone-call test calls it: its batches are its own)."""
+        return xs
 
     @api(batch=BATCH)
     def hold(self, seconds: list[float], key: str) -> list[float]:

@@ -77,9 +77,8 @@ class Collector:
         if len(self.pending) == 1 and self.batch.max_latency_ms > 0:
             self.timer = self.consumer.timer.call_after(self.batch.max_latency_ms / 1000,
                                                         self.flush)
-        # an idle model runs what it has as soon as nothing else waits; a busy one (calls
-        # queued up while its last batch ran) waits out the latency for more: under load a
-        # fuller batch costs less per call than the wait
+        # a busy model waits out the latency for more: under load a fuller batch costs less
+        # per call than the wait
         if not self._busy() and not self._more_queued():
             self._flush_soon()
 
@@ -133,8 +132,14 @@ class Collector:
             prepared.update({task_id: (b, o) for (task_id, b), o in
                              zip(group, outcomes, strict=True)})
         w.batched.update(prepared)
-        for request in requests:
-            self.execute(request)  # Celery's tracer: run_step ends it with its outcome
+        try:
+            for request in requests:
+                self.execute(request)  # Celery's tracer: run_step ends it with its outcome
+        finally:
+            # an outcome its request did not take (the pool refused it) must not meet the
+            # same task id redelivered later
+            for request in requests:
+                w.batched.pop(request.id, None)
 
     def _record(self, w: Worker, batch_id: str, group: list[tuple[str, Begun]]) -> None:
         """Each step of a batch records it, before the batch runs (one round trip)."""

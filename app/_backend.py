@@ -29,10 +29,21 @@ __all__ = ["Backend"]
 
 
 class Backend(RedisBackend):  # type: ignore[misc]
+    def add_pending_result(self, result: Any, weak: bool = False,
+                           start_drainer: bool = True) -> Any:
+        """Nothing to track: Braid never waits on a Celery result. (Celery's Redis backend
+        subscribes to a result channel for every task of every group it publishes, and
+        unsubscribes when the result object goes, two Redis commands per task.)"""
+        return result
+
+    def remove_pending_result(self, result: Any) -> Any:
+        return result
+
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
-        """Also store the body's messages, built now (the body is frozen already), for the
-        part that completes the chord to publish from Redis: the parts need not build it."""
-        super().apply_chord(header_result_args, body, **kwargs)
+        """Store the body's messages, built now (the body is frozen already), for the part
+        that completes the chord to publish from Redis: the parts need not build it.
+        (Celery's own bookkeeping here keeps the header's result structure, for results
+        that Braid never reads.)"""
         with capture() as messages:
             body.delay()
         self._write(chord_body_key(header_result_args[0]), json.dumps(messages))

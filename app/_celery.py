@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from kombu.entity import Exchange, Queue
 
 from app._service import ServiceSpec
@@ -19,9 +21,25 @@ def visibility_timeout(settings: Settings, specs: Sequence[ServiceSpec]) -> floa
     return longest + settings.visibility_margin_s
 
 
+class _Amqp(AMQP):  # type: ignore[misc]
+    """Publishes without declaring the queue each time: Braid's queues are Redis lists
+    that a push creates, reached through the default exchange, and Celery's declaration
+    (retried, through ``Connection.ensure``) cost 7% of the API's CPU per job."""
+
+    def _create_task_sender(self) -> Any:
+        send = super()._create_task_sender()
+
+        def send_task_message(producer: Any, name: str, message: Any, declare: Any = None,
+                              **options: Any) -> Any:
+            return send(producer, name, message, declare=[] if declare is None else declare,
+                        **options)
+
+        return send_task_message
+
+
 def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
     """A Celery app that knows every queue in ``specs`` (the first spec takes ``celery.*``)."""
-    app = Celery("braid", set_as_current=False)
+    app = Celery("braid", set_as_current=False, amqp=_Amqp)
     core = specs[0].queue
     app.conf.update(
         broker_url=settings.broker_url,

@@ -104,12 +104,13 @@ class Collector:
         while self.pending:
             requests = self.pending[: self.batch.max_size]
             del self.pending[: self.batch.max_size]
-            self._run(requests)
+            self.waited = self._run(requests)
         self.ended = time.monotonic()
-        self.waited = self._more_queued()
 
-    def _run(self, requests: list[Request]) -> None:
+    def _run(self, requests: list[Request]) -> bool:
+        """Run one batch; whether calls were waiting in the queue when its model returned."""
         w = self.worker()
+        waiting = False
         prepared: dict[str, Any] = {}
         ready: list[tuple[str, Begun]] = []
         for request in requests:
@@ -123,12 +124,9 @@ class Collector:
             else:
                 ready.append((request.id, begun))
         for group in _groups(self.spec, ready):
-            self._record(w, uuid.uuid4().hex[:12], group)
             started = time.monotonic()
             outcomes = call_batch(w, self.spec, [b for _, b in group])
-            w.client.publish(EVENTS, event("", "batch", service=self.svc.name,
-                                           api=self.spec.name, size=len(group),
-                                           batch_run=time.monotonic() - started))
+            waiting = self._record(w, group, time.monotonic() - started)
             prepared.update({task_id: (b, o) for (task_id, b), o in
                              zip(group, outcomes, strict=True)})
         w.batched.update(prepared)
@@ -140,15 +138,22 @@ class Collector:
             # same task id redelivered later
             for request in requests:
                 w.batched.pop(request.id, None)
+        return waiting
 
-    def _record(self, w: Worker, batch_id: str, group: list[tuple[str, Begun]]) -> None:
-        """Each step of a batch records it, before the batch runs (one round trip)."""
+    def _record(self, w: Worker, group: list[tuple[str, Begun]], seconds: float) -> bool:
+        """In one round trip, after the model returned: each step of the batch records it,
+        the batch's size and run time go to the metrics, and whether calls wait in the
+        queue comes back."""
+        batch_id = uuid.uuid4().hex[:12]
         with w.client.pipeline(transaction=False) as pipe:
             for _, b in group:
                 pipe.hset(steps_key(b.run.job), mapping={
                     step_field(b.run.step, StepField.batch): batch_id,
                     step_field(b.run.step, StepField.batch_size): len(group)})
-            pipe.execute()
+            pipe.publish(EVENTS, event("", "batch", service=self.svc.name, api=self.spec.name,
+                                       size=len(group), batch_run=seconds))
+            pipe.llen(self.queue)
+            return bool(pipe.execute()[-1])
 
 
 def _groups(spec: ApiSpec, ready: list[tuple[str, Begun]]) -> list[list[tuple[str, Begun]]]:

@@ -115,14 +115,16 @@ def distilgpt2(path: Path) -> None:
 def vit_classifier(path: Path) -> None:
     """A tiny ViT image classifier (cat/dog/bird) for 32x32 inputs."""
     import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    # the PIL image processor: the default one wants torchvision (not a dependency) and says so
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(5)
     config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
                        num_attention_heads=2, intermediate_size=64, num_labels=3,
                        id2label=IMAGE_LABELS, label2id={v: k for k, v in IMAGE_LABELS.items()})
     ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
 
 
 def _head(path: Path, seed: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -118,5 +119,5 @@ def service_info(service: ServiceSpec, stats: QueueStats) -> dict[str, Any]:
          "submit_url": f"/v1/services/{service.name}/{a.name}/jobs",
          "input_schema": a.input_model.model_json_schema(),
          "output_schema": a.output_schema(),
-         "batch": a.batch.describe() if a.batch else None}
+         "batch": asdict(a.batch) if a.batch else None}
         for a in service.apis.values()]}

@@ -39,7 +39,7 @@ def _target(url: str | None, api_key: str | None, settings: Settings | None) -> 
     """The API's base URL and key: those given, else the settings' (read now, from BRAID_*)."""
     if url is None or api_key is None:
         settings = settings or Settings()
-        url = url or f"http://{settings.api_host}:{settings.api_port}"
+        url = url or settings.api_url
         if api_key is None and settings.api_key is not None:
             api_key = settings.api_key.get_secret_value()
     return url.rstrip("/"), api_key
@@ -95,7 +95,7 @@ def _submit_path(name: str) -> str:
 
 class _Schemas:
     """The declared output schemas by pipeline name (``service.api`` for a service API), read
-    once from the API's listings; ``None`` where none could be read."""
+    once from the API's listings; ``None`` for a name a listing does not declare."""
 
     def __init__(self) -> None:
         self.known: dict[str, dict[str, Any] | None] = {}
@@ -107,9 +107,12 @@ class _Schemas:
         return "/v1/services" if "." in name else "/v1/pipelines"
 
     def learn(self, name: str, listing: dict[str, Any] | None) -> None:
-        for p in (listing or {}).get("pipelines", []):
+        """What ``listing`` declares; a listing that could not be read is asked again."""
+        if listing is None:
+            return
+        for p in listing.get("pipelines", []):
             self.known[p["name"]] = p.get("output_schema")
-        for svc in (listing or {}).get("services", []):
+        for svc in listing.get("services", []):
             for a in svc.get("apis", []):
                 self.known[f"{svc['name']}.{a['name']}"] = a.get("output_schema")
         self.known.setdefault(name, None)

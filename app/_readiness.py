@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["Readiness", "api_url", "watch"]
+__all__ = ["Readiness", "watch"]
 
 _POLL_S = 0.25
 
@@ -22,11 +22,6 @@ class Readiness:
 
     seconds: float | None
     waiting: str | None
-
-
-def api_url(host: str, port: int) -> str:
-    """Where to reach an API bound to ``host``: loopback for a wildcard address."""
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
 def _waiting(http: httpx.Client, url: str) -> str | None:

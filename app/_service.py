@@ -108,7 +108,8 @@ class Batch:
     list[str]``). Callers, pipelines and the REST API see the single-item API
     (``sentences: str -> str``). Its other parameters are shared: only calls with equal
     values of them run together. A worker waits at most ``max_latency_ms`` after a batch's
-    first call for more, and none at all when nothing else is queued."""
+    first call for more, and none at all when its model is idle and nothing else is
+    queued."""
 
     max_size: int = 16
     max_latency_ms: float = 10.0
@@ -118,9 +119,6 @@ class Batch:
             raise DeclarationError(f"Batch(max_size={self.max_size!r}) must be an int >= 1")
         if self.max_latency_ms < 0:
             raise DeclarationError(f"Batch(max_latency_ms={self.max_latency_ms!r}) must be >= 0")
-
-    def describe(self) -> dict[str, Any]:
-        return {"max_size": self.max_size, "max_latency_ms": self.max_latency_ms}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["Settings", "get_settings", "settings_lines", "settings_table"]
 
 
+def _reachable(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -144,6 +148,16 @@ class Settings(BaseSettings):
     def broker_url(self) -> str:
         """The Redis URL every process connects to."""
         return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def api_url(self) -> str:
+        """Where a client on this host reaches the API (loopback for a wildcard address)."""
+        return f"http://{_reachable(self.api_host)}:{self.api_port}"
+
+    @property
+    def flower_url(self) -> str:
+        """Where a browser on this host reaches Flower."""
+        return f"http://{_reachable(self.flower_host)}:{self.flower_port}"
 
     @property
     def model_root(self) -> Path:

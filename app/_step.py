@@ -274,7 +274,7 @@ def begin(w: Worker, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
     return begun
 
 
-def outcome_of(w: Worker, spec: ApiSpec, call: StepCall, result: Any) -> Outcome:
+def _outcome(w: Worker, spec: ApiSpec, call: StepCall, result: Any) -> Outcome:
     """A model's return value for one step, validated and encoded."""
     try:
         output = spec.output_adapter.validate_python(result)
@@ -307,7 +307,7 @@ def call_batch(w: Worker, spec: ApiSpec, items: list[Begun]) -> list[Outcome]:
                 got = len(results) if isinstance(results, list) else type(results).__name__
                 raise ValueError(f"{spec.task_name} returned {got} outputs for {len(items)} "
                                  "inputs; a batched API returns a list, one output per input")
-        outcomes = [outcome_of(w, spec, b.call, r) for b, r in zip(items, results, strict=True)]
+        outcomes = [_outcome(w, spec, b.call, r) for b, r in zip(items, results, strict=True)]
         # the steps' own code is done: from here on nothing may interrupt them
         w.hooks.after(run)
         return outcomes
@@ -322,7 +322,7 @@ def call_batch(w: Worker, spec: ApiSpec, items: list[Begun]) -> list[Outcome]:
     return call_batch(w, spec, items[:half]) + call_batch(w, spec, items[half:])
 
 
-def skip(task: Task, action: str) -> None:
+def _skip(task: Task, action: str) -> None:
     """A step that is not to run: ``done`` (a duplicate of one that finished and handed off
     already) returns; one of a job that ended is ignored."""
     if action == "done":
@@ -332,7 +332,7 @@ def skip(task: Task, action: str) -> None:
     raise Ignore()
 
 
-def end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
+def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
         outcome: Outcome) -> None:
     """Record how a step ended: store its output and hand off, retry, or fail (raising to
     Celery what stops the canvas there)."""
@@ -388,13 +388,13 @@ def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, s
         begun = begin(w, svc, spec, job, step, wire_call, task.request.id, _tag(task))
         if isinstance(begun, str):
             log.debug("step %s of job %s not run: %s", step, job, begun)
-            return skip(task, begun)
+            return _skip(task, begun)
         outcome = Outcome() if begun.failure else call_batch(w, spec, [begun])[0]
     elif isinstance(prepared, str):
-        return skip(task, prepared)
+        return _skip(task, prepared)
     else:
         begun, outcome = prepared
-    end(w, task, svc, spec, begun, outcome)
+    _end(w, task, svc, spec, begun, outcome)
 
 
 def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, Any]) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -298,7 +299,7 @@ def services(apps: tuple[str, ...]) -> None:
         live = {}
     for svc in registry.all_services:
         info = svc.describe()
-        info["apis"] = [{"task": a.task_name, "batch": a.batch.describe() if a.batch else None}
+        info["apis"] = [{"task": a.task_name, "batch": asdict(a.batch) if a.batch else None}
                         for a in svc.apis.values()]
         info["processes"] = live.get(svc.name, [])
         click.echo(json.dumps(info))
@@ -424,9 +425,7 @@ URL = click.option("--url", default=None, help="The API (default http://BRAID_AP
 def _client(url: str | None) -> Client:
     from app._client import Client
 
-    settings = Settings()
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    return Client(url or f"http://{settings.api_host}:{settings.api_port}", api_key=key)
+    return Client(url)
 
 
 @main.command()
@@ -487,8 +486,7 @@ def _flower_password(settings: Settings) -> str:
         return settings.flower_password.get_secret_value()
     path = settings.state_dir / "flower-password"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
+        _write_private(path, secrets.token_urlsafe(12))
     return path.read_text().strip()
 
 
@@ -560,7 +558,7 @@ def _ready_line(seconds: float, url: str) -> str:
 def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool) -> None:
     """Start everything: Redis (embedded unless BRAID_REDIS_URL), one worker per service,
     the API and Flower; say when it is ready. Ctrl-C stops it all (`braid down` with -d)."""
-    from app._readiness import api_url, watch
+    from app._readiness import watch
     from app._registry import load
 
     started = time.monotonic()
@@ -585,11 +583,11 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool)
     conf = state / "supervisord.conf"
     _write_private(conf, config(state, _programs(settings, registry, counts), detach))
     _record(state / UP_RECORD, settings.apps)
-    url = api_url(settings.api_host, settings.api_port)
+    url = settings.api_url
     click.echo(f"Braid: {len(registry.services)} services, {len(registry.pipelines)} pipelines")
     click.echo(f"  API     {url}  (docs: /docs)")
     if settings.flower:
-        click.echo(f"  Flower  http://{settings.flower_host}:{settings.flower_port}  "
+        click.echo(f"  Flower  {settings.flower_url}  "
                    f"(user {settings.flower_user}, password in {state / 'flower-password'} "
                    "unless BRAID_FLOWER_PASSWORD is set)")
     click.echo(f"  Redis   {settings.broker_url}" + ("" if settings.redis_url else "  (embedded)"))

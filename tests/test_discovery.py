@@ -82,7 +82,7 @@ def test_landing_page_links_to_the_docs_resources_health_and_flower(http: httpx.
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     links = re.findall(r'href="([^"]+)"', page.text)
     settings = Settings()
-    flower = f"http://{settings.flower_host}:{settings.flower_port}"
+    flower = settings.flower_url
     assert {"/docs", "/openapi.json", "/v1/pipelines", "/v1/services", "/v1/jobs", "/healthz",
             "/readyz", "/metrics", flower} <= set(links)
     assert "/v1/pipelines/chain-3" in links and "/v1/services/echo" in links
@@ -207,16 +207,6 @@ def test_one_pipeline_by_name_is_what_the_list_gives(http: httpx.Client) -> None
         "/PipelineInfo")
 
 
-def test_an_unknown_pipeline_is_a_404_naming_the_known_ones(http: httpx.Client) -> None:
-    """Given no pipeline named `nope`, when it is fetched, then the answer is a
-    pipeline_not_found problem that lists the pipelines there are."""
-    answer = http.get("/v1/pipelines/nope")
-    assert answer.status_code == 404
-    assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.json()["code"] == "pipeline_not_found"
-    assert "chain-3" in answer.json()["detail"]
-
-
 def test_one_service_by_name_is_what_the_list_gives(http: httpx.Client) -> None:
     """Given the services list, when one service is fetched by name, then it is the list's
     item (its declaration, its APIs with their submit URLs and schemas, its queue's
@@ -230,14 +220,19 @@ def test_one_service_by_name_is_what_the_list_gives(http: httpx.Client) -> None:
     assert http.get("/v1/services/braid").json()["queue"] == "braid"
 
 
-def test_an_unknown_service_is_a_404_naming_the_known_ones(http: httpx.Client) -> None:
-    """Given no service named `nope`, when it is fetched, then the answer is a
-    service_not_found problem that lists the services there are."""
-    answer = http.get("/v1/services/nope")
+@pytest.mark.parametrize(("path", "code", "known"), [
+    ("/v1/pipelines/nope", "pipeline_not_found", "chain-3"),
+    ("/v1/services/nope", "service_not_found", "echo"),
+])
+def test_an_unknown_name_is_a_404_naming_the_known_ones(http: httpx.Client, path: str,
+                                                        code: str, known: str) -> None:
+    """Given no pipeline or service named `nope`, when it is fetched, then the answer is a
+    not-found problem that lists the names there are."""
+    answer = http.get(path)
     assert answer.status_code == 404
     assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.json()["code"] == "service_not_found"
-    assert "echo" in answer.json()["detail"]
+    assert answer.json()["code"] == code
+    assert known in answer.json()["detail"]
 
 
 def test_a_wrong_method_is_a_405_problem_with_allow(http: httpx.Client) -> None:

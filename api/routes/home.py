@@ -66,8 +66,7 @@ def router() -> APIRouter:
                                                  "HTML for `Accept: text/html`, else JSON"}})
     async def home(request: Request, braid: BraidDep) -> Response:
         settings = braid.settings
-        flower = f"http://{settings.flower_host}:{settings.flower_port}" if settings.flower \
-            else None
+        flower = settings.flower_url if settings.flower else None
         found = Home(
             links=_links(flower),
             pipelines=[Link(href=f"/v1/pipelines/{name}", title=name)

@@ -44,7 +44,7 @@ class Backend(RedisBackend):  # type: ignore[misc]
         that completes the chord to publish from Redis: the parts need not build it.
         (Celery's own bookkeeping here keeps the header's result structure, for results
         that Braid never reads.)"""
-        with capture() as messages:
+        with capture(hold=self.app.braid_inline) as messages:
             body.delay()
         self._write(chord_body_key(header_result_args[0]), json.dumps(messages))
 

@@ -40,6 +40,8 @@ class _Amqp(AMQP):  # type: ignore[misc]
 def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
     """A Celery app that knows every queue in ``specs`` (the first spec takes ``celery.*``)."""
     app = Celery("braid", set_as_current=False, amqp=_Amqp)
+    # the tasks whose messages a step's finish holds for its own worker (app._inline)
+    app.braid_inline = frozenset(a.task_name for s in specs for a in s.apis.values() if a.inline)
     core = specs[0].queue
     app.conf.update(
         broker_url=settings.broker_url,

@@ -40,7 +40,7 @@ from app._protocol import (
 )
 from app._transport import UNACKED, UNACKED_INDEX, Command, settle
 
-__all__ = ["JobState", "JobStore", "NewJob", "StepRecorder", "StepStart", "new_job_id"]
+__all__ = ["Finished", "JobState", "JobStore", "NewJob", "StepRecorder", "StepStart", "new_job_id"]
 
 
 def new_job_id() -> str:
@@ -108,6 +108,18 @@ class HandOff:
     chord_ttl_s: int = 86400
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What a step's finish came to: ``status`` 'ok', 'ended' (its job is not running any
+    more), 'succeeded' (it made its job succeed) or 'complete' (the job's last sink
+    finished: its result, ``output_spec``, must be assembled); and the messages of inline
+    steps it held for this worker to run (:mod:`app._inline`)."""
+
+    status: str
+    output_spec: str = ""
+    held: Sequence[bytes] = ()
+
+
 def _encoded(commands: Sequence[Command], keys: list[str], args: list[Any]) -> None:
     """finish_step.lua's layout of a command list: keys to ``keys``, the rest to ``args``."""
     args.append(len(commands))
@@ -155,11 +167,10 @@ class StepRecorder:
     def finish(self, job: str, step: str, packed: str, *, sink: bool, whole: bool,
                counts: bool = True, tag: str = "", element_of: tuple[str, bool, bool] | None = None,
                expansion: Expansion | None = None, handoff: HandOff = HandOff(),
-               **timing: Any) -> tuple[str, Any]:
+               **timing: Any) -> Finished:
         """Store a step's output, hand off and settle its message ``tag`` (see
         finish_step.lua). ``element_of`` is the map (name, sink, whole) whose element this
-        step is. Returns ('complete', output spec) when the job's last sink finished and its
-        result must be assembled, else ('ok' | 'succeeded' | 'ended', None)."""
+        step is."""
         now = time.time()
         final = event(job, "succeeded", final=True)
         map_args: list[Any] = ["", "", ""]
@@ -183,7 +194,7 @@ class StepRecorder:
         reply = self._finish(keys=keys, args=args)
         if tag:
             settle(tag)
-        return reply[0].decode(), (reply[1] if len(reply) > 1 else None)
+        return Finished(reply[0].decode(), reply[1].decode(), [bytes(m) for m in reply[2:]])
 
     def succeed(self, job: str, result: str) -> None:
         self._succeed(keys=[job_key(job), DEADLINES],

@@ -10,6 +10,7 @@ enforces time limits only in prefork, so solo workers enforce them with :class:`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -19,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -271,15 +273,38 @@ def _current() -> Worker:
     return _WORKER
 
 
+def _inline_worker(svc: ServiceSpec) -> Worker:
+    """This process's worker for the inline APIs of ``svc``, another service: the same
+    recorder, hooks and node, with ``svc``'s own instance (built on first use)."""
+    w = _INLINE.get(svc.name)
+    if w is None:
+        w = _INLINE[svc.name] = dataclasses.replace(_current(), instance=svc.cls(), device="cpu",
+                                                    batched={})
+    return w
+
+
+_INLINE: dict[str, Worker] = {}
+
+
 def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
-             inflight_ttl_s: int) -> None:
-    """Register ``svc``'s tasks (only those: other names are refused) and build its model
-    in the process that runs them."""
+             inflight_ttl_s: int, services: Sequence[ServiceSpec] = ()) -> None:
+    """Register ``svc``'s tasks and the inline APIs of the other ``services`` (only those:
+    other names are refused) and build its model in the process that runs them."""
     celery.braid_settings = settings
     limits = {"soft_time_limit": svc.timeout,
               "time_limit": svc.timeout + settings.time_limit_grace_s}
     common = {"bind": True, "base": StepTask, "ignore_result": True, "typing": False,
               "Request": StepRequest, **limits}
+    for other in services:
+        for spec in other.apis.values():
+            if other.name == svc.name or not spec.inline:
+                continue
+
+            def run_inline(task: Task, job: str, step: str, call: dict[str, Any],
+                           _svc: ServiceSpec = other, _spec: ApiSpec = spec) -> None:
+                run_step(_inline_worker(_svc), task, _svc, _spec, job, step, call)
+
+            celery.task(name=spec.task_name, **common)(run_inline)
     for spec in svc.apis.values():
         def run(task: Task, job: str, step: str, call: dict[str, Any], _spec: ApiSpec = spec) -> None:
             run_step(_current(), task, svc, _spec, job, step, call)

@@ -148,6 +148,8 @@ class ApiSpec:
     retry: Retry | None
     batch: Batch | None = None
     """How calls of it are batched; ``params`` and ``output`` are then the single call's."""
+    inline: bool = False
+    """Whether a step of it runs in the worker that hands off to it (see :func:`api`)."""
 
     @property
     def task_name(self) -> str:
@@ -209,20 +211,34 @@ def services() -> Mapping[str, ServiceSpec]:
 @overload
 def api(func: F, /) -> F: ...
 @overload
-def api(*, retry: Retry | None = None, batch: None = None) -> Callable[[F], F]: ...
+def api(*, retry: Retry | None = None, batch: None = None, inline: bool = False) -> Callable[
+    [F], F]: ...
 @overload
 def api(*, retry: Retry | None = None, batch: Batch) -> Callable[
     [Callable[Concatenate[S, list[In], P], list[Out]]], Callable[Concatenate[S, In, P], Out]]: ...
-def api(func: Any = None, /, *, retry: Retry | None = None, batch: Batch | None = None) -> Any:
+def api(func: Any = None, /, *, retry: Retry | None = None, batch: Batch | None = None,
+        inline: bool = False) -> Any:
     """Mark a method of a ``@service`` class as a typed API (a Celery task on its queue);
     ``batch`` runs many queued calls of it in one call (see :class:`Batch`): the method
     takes a list and returns one, and is typed for its callers (``step()``) as the single
-    call it is to them."""
+    call it is to them.
+
+    ``inline=True`` is for light glue (joining, pairing, averaging: no model, a few
+    milliseconds at most): a pipeline step of it runs at once in the worker process that
+    finished its last input, instead of a hop through its queue to its own service's
+    workers. It is still its own step (recorded, timed, failing alone) and its message is
+    still delivered: held for that worker, so that a worker that dies with it hands it back
+    to the service's own queue. Its service's workers run direct calls of it. Its service
+    loads no models and needs no GPU (its instance is built in other services' workers)."""
+
+    if inline and batch is not None:
+        raise DeclarationError("@api(inline=True, batch=...): an inline API runs one step at "
+                               "once where its input is; drop inline or batch")
 
     def mark(f: Any) -> Any:
         if not callable(f):
             raise DeclarationError("@api decorates methods")
-        setattr(f, _API_MARK, (retry, batch))
+        setattr(f, _API_MARK, (retry, batch, inline))
         return f
 
     return mark(func) if func is not None else mark
@@ -259,7 +275,7 @@ def _single(where: str, params: list[Param], output: Any) -> tuple[list[Param], 
 
 
 def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
-              retry: Retry | None, batch: Batch | None = None) -> ApiSpec:
+              retry: Retry | None, batch: Batch | None = None, inline: bool = False) -> ApiSpec:
     where = f"{cls.__qualname__}.{name}"
     try:
         hints = typing.get_type_hints(func, include_extras=True)
@@ -307,7 +323,7 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
             "types, pydantic models, numpy.ndarray, PIL.Image.Image or bytes"
         ) from exc
     return ApiSpec(service_name, name, func, tuple(out), output, input_model,
-                   call_model, output_adapter, rest_output, retry, batch)
+                   call_model, output_adapter, rest_output, retry, batch, inline)
 
 
 def service(
@@ -353,6 +369,12 @@ def service(
                 apis[attr] = spec
         if not apis:
             raise DeclarationError(f"@service on {cls.__qualname__}: mark at least one method @api")
+        inline = [a.name for a in apis.values() if a.inline]
+        if inline and (models or res.gpu):
+            raise DeclarationError(
+                f"@service on {cls.__qualname__}: its inline API(s) {', '.join(inline)} run in "
+                "other services' workers, so the service may load no models and need no GPU; "
+                "drop inline=True, or move the model to a service of its own")
         existing = _SERVICES.get(svc)
         if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
             raise DeclarationError(

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from app import _codec
 from app._hooks import Hooks, Interrupt, Interrupts, StepRun
+from app._inline import run_held
 from app._jobs import Expansion, HandOff, StepRecorder
 from app._protocol import (
     StepCall,
@@ -190,7 +191,7 @@ def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None,
     large for the job's hash). Celery then has nothing left to publish for this task (its
     request's chain and chord are cleared)."""
     request = task.request
-    with capture() as commands:
+    with capture(hold=task.app.braid_inline) as commands:
         if blob is not None:
             commands.append(blob)
         if expansion is not None and expansion.items:
@@ -370,13 +371,15 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
     blob = outcome.blob
     stored = None if blob is None else ("SET", blob[0], blob[1], "EX", w.settings.job_ttl_s)
     element_of = (call.map_step, call.sink, call.whole) if call.map_step is not None else None
-    status, output_spec = w.recorder.finish(
+    finished = w.recorder.finish(
         job, step, outcome.packed, sink=call.sink and element_of is None,
         whole=call.whole and element_of is None, counts=element_of is None, tag=tag,
         element_of=element_of, expansion=outcome.expansion,
         handoff=_hand_off(task, job, call, outcome.expansion, stored), **run.timing())
-    if status == "complete":
-        _assemble(w, job, output_spec.decode())
+    if finished.status == "complete":
+        _assemble(w, job, finished.output_spec)
+    if finished.held:
+        run_held(task.app, w.node, w.client, w.recorder.inflight, finished.held)
 
 
 def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
@@ -420,10 +423,10 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
     if not w.recorder.expand(job, step, [_codec.dumps(i) for i in items]):
         raise Ignore()
     if not items:
-        status, output_spec = w.recorder.finish(job, step, "[]", sink=call.sink,
-                                                whole=call.whole, tag=tag)
-        if status == "complete":
-            _assemble(w, job, output_spec.decode())
+        finished = w.recorder.finish(job, step, "[]", sink=call.sink, whole=call.whole,
+                                     tag=tag)
+        if finished.status == "complete":
+            _assemble(w, job, finished.output_spec)
         return
     with capture() as commands:
         _fan_out(task, job, step, call, len(items))

@@ -15,7 +15,8 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Three
   messages, and a chord's size, see :mod:`app._backend`) is collected instead of sent, so
   that the caller can write it in a round trip of its own: the API writes a new job's first
   messages in the same ``MULTI`` as the job (nothing half published), and a map's elements
-  go out in one pipeline.
+  go out in one pipeline. A capture that a finish script will run may hold the messages
+  of inline APIs for the worker running it instead (:mod:`app._inline`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-__all__ = ["UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "send", "settle"]
+__all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "send", "settle",
+           "settled"]
 
 UNACKED: str = kombu_redis.Channel.unacked_key
 """kombu's hash of delivered, unacked messages (delivery tag -> message)."""
@@ -44,18 +46,32 @@ def settle(tag: str) -> None:
     """Say that the message ``tag`` left kombu's unacked bookkeeping in Redis already."""
     _SETTLED.add(tag)
 
+
+def settled(tag: str) -> bool:
+    """Whether ``tag`` was settled (and forget it: a held message has no kombu ack to)."""
+    if tag in _SETTLED:
+        _SETTLED.discard(tag)
+        return True
+    return False
+
 Command = tuple[str | int, ...]
 """A captured Redis command, e.g. ``("LPUSH", queue, payload)``."""
 
-_CAPTURED: contextvars.ContextVar[list[Command] | None] = contextvars.ContextVar(
-    "braid_captured_publishes", default=None)
+HOLD = "HOLD"
+"""The captured pseudo-command ``(HOLD, queue, payload, delivery tag, unacked entry)``: a
+message of an inline API, for the worker whose finish script runs it (finish_step.lua
+delivers it to that worker; chord_part.lua pushes it to ``queue`` as usual)."""
+
+_CAPTURED: contextvars.ContextVar[tuple[list[Command], frozenset[str]] | None] = (
+    contextvars.ContextVar("braid_captured_publishes", default=None))
 
 
 @contextlib.contextmanager
-def capture() -> Iterator[list[Command]]:
-    """Collect, instead of sending, what this thread (or task) publishes."""
+def capture(hold: frozenset[str] = frozenset()) -> Iterator[list[Command]]:
+    """Collect, instead of sending, what this thread (or task) publishes; a message of a
+    task named in ``hold`` becomes a :data:`HOLD` command."""
     commands: list[Command] = []
-    token = _CAPTURED.set(commands)
+    token = _CAPTURED.set((commands, hold))
     try:
         yield commands
     finally:
@@ -64,7 +80,8 @@ def capture() -> Iterator[list[Command]]:
 
 def captured() -> list[Command] | None:
     """The commands being captured here, or None when publishing goes straight to Redis."""
-    return _CAPTURED.get()
+    current = _CAPTURED.get()
+    return None if current is None else current[0]
 
 
 def send(client: redis.Redis, commands: list[Command]) -> None:
@@ -110,12 +127,21 @@ class Channel(kombu_redis.Channel):
         return self._sync_client
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        captured = _CAPTURED.get()
-        if captured is None:
+        current = _CAPTURED.get()
+        if current is None:
             super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
             return
+        captured, hold = current
         priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
-        captured.append(("LPUSH", self._q_for_pri(queue, priority), dumps(message)))  # type: ignore[no-untyped-call]
+        key = self._q_for_pri(queue, priority)  # type: ignore[no-untyped-call]
+        payload = dumps(message)
+        if message.get("headers", {}).get("task") in hold:
+            # kombu's unacked entry, as QoS.append writes it on delivery
+            info = message["properties"]["delivery_info"]
+            entry = dumps([message, info["exchange"], info["routing_key"]])
+            captured.append((HOLD, key, payload, message["properties"]["delivery_tag"], entry))
+            return
+        captured.append(("LPUSH", key, payload))
 
 
 class Transport(kombu_redis.Transport):

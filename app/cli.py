@@ -139,7 +139,8 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
     # batching service always does (its batches form in that process)
     solo = (size == 1 and not autoscale) or batch > 0
     celery = create_celery(settings, registry.all_services)
-    register(celery, svc, settings, solo, int(visibility_timeout(settings, registry.all_services)))
+    register(celery, svc, settings, solo, int(visibility_timeout(settings, registry.all_services)),
+             registry.all_services)
     from celery.signals import setup_logging as celery_logging
 
     celery_logging.connect(lambda **_: None, weak=False)

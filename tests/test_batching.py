@@ -145,3 +145,53 @@ def test_services_show_each_apis_batch_settings_and_metrics_count_batches(
     metrics = http.get("/metrics").text
     assert 'braid_batch_size_count{api="double",service="batcher"}' in metrics
     assert 'braid_batch_run_seconds_count{api="double",service="batcher"}' in metrics
+
+
+def _node(view: dict[str, Any], name: str) -> str:
+    return str(view["steps"][name]["worker"]).partition("@")[0]
+
+
+def test_an_inline_step_runs_in_the_worker_that_finished_its_inputs(
+        http: httpx.Client) -> None:
+    # when a chord of two batched steps hands off to an inline API (Calc.join)
+    view = run(http, "/v1/pipelines/inline-join/jobs", {"x": 1, "y": 2})
+    # then the batcher's worker ran it, as its own step, not a calc worker
+    assert view["state"] == "succeeded" and view["result"] == [2, 4]
+    assert view["steps"]["calc.join"]["state"] == "succeeded"
+    assert _node(view, "calc.join") == "batcher"
+
+
+def test_an_inline_api_called_directly_runs_on_its_own_services_worker(
+        http: httpx.Client) -> None:
+    view = run(http, "/v1/services/calc/join/jobs", {"a": 1, "b": 2})
+    assert view["result"] == [1, 2] and _node(view, "join") == "calc"
+
+
+def test_a_failing_inline_step_fails_only_its_own_job(http: httpx.Client) -> None:
+    # when an inline step raises in the batcher's worker
+    failed = run(http, "/v1/pipelines/inline-join/jobs", {"x": 3, "y": 3})
+    # then its job failed at that step, with the service's error
+    assert failed["state"] == "failed" and failed["error"]["step"] == "calc.join"
+    assert "cannot join 6 with itself" in failed["error"]["message"]
+    # and the worker that ran it runs the next job
+    assert run(http, "/v1/pipelines/inline-join/jobs", {"x": 3, "y": 4})["result"] == [6, 8]
+
+
+def test_a_worker_killed_mid_inline_step_hands_it_back_to_its_own_queue(
+        system: System, http: httpx.Client) -> None:
+    # given an inline step held running in the batcher's worker
+    client = system.redis()
+    client.set("test:hold:inline-killed", 1)
+    before = marks(client, "inline-killed")
+    job = submit(http, "/v1/pipelines/inline-held/jobs", {"x": 5, "key": "inline-killed"})
+    wait_for(lambda: marks(client, "inline-killed") > before or None, 20,
+             "the inline step to start")
+    assert _node(http.get(f"/v1/jobs/{job}").json(), "calc.held") == "batcher"
+    # when that worker is killed (and comes back), and the hold is lifted
+    system.kill_group("worker-batcher")
+    client.delete("test:hold:inline-killed")
+    system.start_worker("batcher")
+    # then the calc service's own worker ran the step again, and the job succeeded
+    view = wait(http, job, 60)
+    assert view["state"] == "succeeded" and view["result"] == 10
+    assert view["steps"]["calc.held"]["attempts"] == 2 and _node(view, "calc.held") == "calc"

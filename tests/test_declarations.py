@@ -158,3 +158,20 @@ def test_bad_batch_settings_are_refused(kwargs: dict[str, Any], message: str) ->
 
     with pytest.raises(DeclarationError, match=message):
         Batch(**kwargs)
+
+
+def test_an_inline_api_cannot_batch() -> None:
+    from app import Batch
+
+    with pytest.raises(DeclarationError, match="drop inline or batch"):
+        api(inline=True, batch=Batch())  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("kwargs", [{"models": ["m:latest"]}, {"resources": Resources(gpu=1)}])
+def test_an_inline_api_on_a_service_with_a_model_or_a_gpu_is_refused(
+        kwargs: dict[str, Any]) -> None:
+    def glue(self: Any, x: int) -> int:
+        return x
+
+    with pytest.raises(DeclarationError, match="may load no models and need no GPU"):
+        service(name="heavy-glue", **kwargs)(type("HeavyGlue", (), {"glue": api(inline=True)(glue)}))

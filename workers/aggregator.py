@@ -1,4 +1,7 @@
-"""Aggregator: light glue and aggregation steps of the demo pipelines, on a CPU queue."""
+"""Aggregator: light glue and aggregation steps of the demo pipelines, on a CPU queue.
+
+Each is inline: a pipeline step of it runs in the worker that finished its inputs (no hop
+through the aggregator queue); the aggregator's own workers run direct calls of it."""
 
 from __future__ import annotations
 
@@ -14,19 +17,19 @@ class Aggregator:
     def __init__(self) -> None:
         pass
 
-    @api
+    @api(inline=True)
     def average(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The ensemble's aggregation: ``(a + b) / 2``."""
         if a.shape != b.shape:
             raise ValueError(f"cannot average arrays of shapes {a.shape} and {b.shape}")
         return np.asarray((a + b) / 2, dtype=np.result_type(a, b))
 
-    @api
+    @api(inline=True)
     def concat(self, a: list[str], b: list[str]) -> list[str]:
         """Both lists, one after the other."""
         return [*a, *b]
 
-    @api
+    @api(inline=True)
     def pair(self, texts: list[str], scores: list[float]) -> list[dict[str, Any]]:
         """``[{generated, score}, ...]``."""
         return [{"generated": t, "score": s} for t, s in zip(texts, scores, strict=True)]

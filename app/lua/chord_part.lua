@@ -4,6 +4,7 @@
 -- KEYS[3] the Redis commands (JSON) that publish the chord's body
 -- ARGV[1] task id   ARGV[2] ttl (s)
 -- Returns 1 for the part that completes the chord (then its keys are gone), else 0.
+-- A HOLD command (a message held for the worker of a step's finish) is pushed as usual.
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if added == 0 then return 0 end
@@ -13,6 +14,9 @@ local body = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if body then
   local commands = cjson.decode(body)
-  for i = 1, #commands do redis.call(unpack(commands[i])) end
+  for i = 1, #commands do
+    local c = commands[i]
+    if c[1] == 'HOLD' then redis.call('LPUSH', c[2], c[3]) else redis.call(unpack(c)) end
+  end
 end
 return 1

@@ -23,9 +23,13 @@
 -- then the hand-off (the next messages) as Redis commands: how many, then per command its
 -- argument count c, its name and c arguments; its key is the next KEYS entry. (The chord's
 -- body, stored when the chord was published, names its queues itself.)
--- Returns {'ok'}, {'ended'} if the job is not running any more, {'succeeded'} if this
--- made the job succeed, or {'complete', output spec} when the job's last sink finished and
--- its result must be assembled.
+-- A HOLD command among them, {'HOLD', queue, message, delivery tag, unacked entry}, is a
+-- message of an inline API: instead of its queue it goes to this worker, delivered (in
+-- kombu's unacked hash and index, and the worker's inflight hash: a worker that dies with
+-- it hands it back to its queue).
+-- Returns {status, output spec or '', held message ...}: status 'ok', 'ended' if the job
+-- is not running any more, 'succeeded' if this made the job succeed, or 'complete' (with
+-- the output spec) when the job's last sink finished and its result must be assembled.
 local job, steps, data, inflight, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local s, now, id, channel, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
 local n = tonumber(ARGV[17])
@@ -46,8 +50,19 @@ local function commands()
 end
 local handoff = commands()
 
+local held = {}
 local function run(list)
-  for i = 1, #list do redis.call(unpack(list[i])) end
+  for i = 1, #list do
+    local c = list[i]
+    if c[1] == 'HOLD' then
+      redis.call('HSET', KEYS[6], c[4], c[5])
+      redis.call('ZADD', KEYS[7], now, c[4])
+      redis.call('HSET', inflight, c[4], 'held')
+      held[#held + 1] = c[3]
+    else
+      redis.call(unpack(c))
+    end
+  end
 end
 
 local function sink_finished(flags, value)
@@ -125,4 +140,4 @@ if part ~= '' then
     if body then run(cjson.decode(body)) end
   end
 end
-return result
+return {result[1], result[2] or '', unpack(held)}

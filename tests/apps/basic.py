@@ -16,6 +16,11 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().broker_url)
 
 
+def holding(key: str) -> bool:
+    """Whether a test holds the steps that wait on ``key`` (it set ``test:hold:<key>``)."""
+    return bool(_redis().exists(f"test:hold:{key}"))
+
+
 def mark(key: str) -> int:
     """Count an execution in Redis, so tests can prove what ran (and what never did)."""
     return int(_redis().incr(f"test:mark:{key}"))

@@ -62,3 +62,15 @@ def batched_map(n: int) -> Value[list[int]]:
 def batched_bad_input() -> Value[int]:
     """Passes a text where the batched API takes an int: its worker refuses the input."""
     return step(Batcher.double, step(Calc.collect, "not a number", "bad-input"))
+
+
+@pipeline(name="inline-join")
+def inline_join(x: int, y: int) -> Value[Any]:
+    """Two batched steps, then an inline one (their chord's body)."""
+    return step(Calc.join, step(Batcher.double, x), step(Batcher.double, y))
+
+
+@pipeline(name="inline-held")
+def inline_held(x: int, key: str) -> Value[Any]:
+    """A batched step, then an inline one that holds (the next of its chain)."""
+    return step(Calc.held, step(Batcher.double, x), key)

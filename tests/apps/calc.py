@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from app import api, service
-from tests.apps.basic import mark
+from tests.apps.basic import holding, mark
 
 
 @service(timeout=10)
@@ -53,4 +53,21 @@ class Calc:
     def fail_if(self, x: int, bad: int) -> int:
         if x == bad:
             raise RuntimeError(f"element {x} is bad")
+        return x
+
+    @api(inline=True)
+    def join(self, a: Any, b: Any) -> list[Any]:
+        """Inline glue: both values in a list; raises when they are equal."""
+        if a == b:
+            raise ValueError(f"cannot join {a!r} with itself")
+        return [a, b]
+
+    @api(inline=True)
+    def held(self, x: Any, key: str) -> Any:
+        """Inline: counts a run under ``key``, then holds while ``test:hold:<key>`` exists
+        (at most 20 s), and returns ``x``."""
+        mark(key)
+        deadline = time.monotonic() + 20
+        while holding(key) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return x

@@ -70,6 +70,8 @@ class ApiInfo(BaseModel):
     output_schema: dict[str, Any] = Field(description="JSON Schema of the job's result")
     batch: BatchInfo | None = Field(description="How a worker batches queued calls of it "
                                     "(`null`: one call at a time)")
+    inline: bool = Field(description="Whether a pipeline step of it runs in the worker that "
+                         "finished its inputs (light glue), not through its queue")
 
 
 class ResourcesInfo(BaseModel):
@@ -119,5 +121,5 @@ def service_info(service: ServiceSpec, stats: QueueStats) -> dict[str, Any]:
          "submit_url": f"/v1/services/{service.name}/{a.name}/jobs",
          "input_schema": a.input_model.model_json_schema(),
          "output_schema": a.output_schema(),
-         "batch": asdict(a.batch) if a.batch else None}
+         "batch": asdict(a.batch) if a.batch else None, "inline": a.inline}
         for a in service.apis.values()]}

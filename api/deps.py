@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from celery import Celery
@@ -12,7 +12,9 @@ from fastapi import Depends, Request
 from api.hub import Hub
 from api.metrics import Metrics
 from app import Settings, Unauthorized
+from app._canvas import Template
 from app._jobs import JobStore
+from app._pipeline import Pipeline
 from app._registry import Registry
 
 __all__ = ["Authorized", "Braid", "BraidDep"]
@@ -28,6 +30,15 @@ class Braid:
     celery: Celery
     hub: Hub
     metrics: Metrics
+
+    templates: dict[str, Template] = field(default_factory=dict)
+
+    def template(self, pipeline: Pipeline) -> Template:
+        """``pipeline``'s first messages, built on its first job."""
+        found = self.templates.get(pipeline.name)
+        if found is None:
+            found = self.templates[pipeline.name] = Template.of(self.celery, pipeline)
+        return found
 
     async def queues(self) -> dict[str, Any]:
         """Queue depth and live workers per service (the autoscaling signal)."""

@@ -15,11 +15,10 @@ from pydantic import BaseModel
 from api.deps import Braid
 from api.hub import expire
 from app import BrokerUnavailable, InvalidInput, JobNotFound, JobState, _codec
-from app._canvas import build, new_job
+from app._canvas import new_job
 from app._jobs import new_job_id
 from app._pipeline import Pipeline
 from app._protocol import JobField, StepField, map_of, split_step_field
-from app._transport import capture
 from app._types import to_rest
 from app._views import JobAccepted, JobView
 
@@ -57,9 +56,9 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
     url = status_url(request, braid, job)
     async with braid.hub.watch(job) as events:
         try:
-            # Celery builds the canvas's first messages; they are written with the job
-            with capture() as messages:
-                build(braid.celery, pipeline, job).apply_async()
+            # the canvas's first messages (built by Celery once per pipeline), written with
+            # the job
+            messages = braid.template(pipeline).commands(job)
             created = await braid.store.create(job, new_job(pipeline, texts, deadline), blobs,
                                                messages)
         except Exception as exc:

@@ -5,14 +5,24 @@ chord), maps become chords built at run time over the list: by the step that pro
 list, as it finishes (so a map costs no task of its own), or else by the built-in
 ``braid.map`` task. Every signature is immutable: values travel through the job's data hash
 in Redis, never through Celery results, so the broker only carries references.
+
+So a pipeline's first messages are the same for every job but for its ids: the API builds
+them with Celery's canvas once per pipeline (:class:`Template`) and each job gets a copy
+with its own job id and fresh task, group and delivery ids (Celery's canvas cost the API a
+quarter of its CPU per job).
 """
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from celery import Celery, chain, group
 from celery.canvas import Signature
 
-from app._jobs import NewJob
+from app._jobs import NewJob, new_job_id
 from app._pipeline import Node, Parallel, Pipeline, Series, Tree
 from app._protocol import (
     StepCall,
@@ -24,8 +34,9 @@ from app._protocol import (
     step_field,
 )
 from app._registry import CORE
+from app._transport import Command, capture
 
-__all__ = ["build", "new_job"]
+__all__ = ["Template", "build", "new_job"]
 
 
 def _call(pipeline: Pipeline, node: Node) -> StepCall:
@@ -113,3 +124,51 @@ def new_job(pipeline: Pipeline, inputs: dict[str, str], deadline_s: float) -> Ne
         output=pipeline.output,
         deadline_s=deadline_s,
     )
+
+
+# the ids Celery gives a canvas's tasks, groups and deliveries (uuid4, in plain text: the
+# transport leaves message bodies unencoded)
+_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A pipeline's first messages (the Redis commands that publish them), built by
+    Celery's canvas for a stand-in job; :meth:`commands` copies them for a real one."""
+
+    parts: tuple[tuple[str | int | tuple[str | int, ...], ...], ...]
+    """Per command, its arguments; a text argument as its pieces: literal text, the job
+    id (-1) or the n-th distinct Celery id (n)."""
+    ids: int
+
+    @classmethod
+    def of(cls, celery: Celery, pipeline: Pipeline) -> Template:
+        job = new_job_id()
+        with capture() as commands:
+            build(celery, pipeline, job).apply_async()
+        token = re.compile(f"({re.escape(job)}|{_ID})")
+        index: dict[str, int] = {}
+
+        def pieces(text: str) -> tuple[str | int, ...]:
+            out: list[str | int] = []
+            for i, piece in enumerate(token.split(text)):
+                if i % 2 == 0:
+                    out.append(piece)
+                else:
+                    out.append(-1 if piece == job else index.setdefault(piece, len(index)))
+            return tuple(out)
+
+        parts = tuple(tuple(pieces(a) if isinstance(a, str) else a for a in c) for c in commands)
+        if not any(-1 in p for c in parts for p in c if isinstance(p, tuple)):
+            raise RuntimeError(f"pipeline {pipeline.name!r}: its messages do not name their job "
+                               "in plain text; a template cannot copy them")
+        return cls(parts, len(index))
+
+    def commands(self, job: str) -> Sequence[Command]:
+        """The first messages of job ``job``."""
+        ids = [str(uuid.uuid4()) for _ in range(self.ids)]
+
+        def text(pieces: tuple[str | int, ...]) -> str:
+            return "".join(p if isinstance(p, str) else job if p < 0 else ids[p] for p in pieces)
+
+        return [tuple(text(a) if isinstance(a, tuple) else a for a in c) for c in self.parts]

@@ -300,8 +300,8 @@ def services(apps: tuple[str, ...]) -> None:
         live = {}
     for svc in registry.all_services:
         info = svc.describe()
-        info["apis"] = [{"task": a.task_name, "batch": asdict(a.batch) if a.batch else None}
-                        for a in svc.apis.values()]
+        info["apis"] = [{"task": a.task_name, "batch": asdict(a.batch) if a.batch else None,
+                         "inline": a.inline} for a in svc.apis.values()]
         info["processes"] = live.get(svc.name, [])
         click.echo(json.dumps(info))
 

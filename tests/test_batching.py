@@ -142,6 +142,9 @@ def test_services_show_each_apis_batch_settings_and_metrics_count_batches(
     apis = {a["name"]: a for a in services["batcher"]["apis"]}
     assert apis["double"]["batch"] == {"max_size": 8, "max_latency_ms": 2000}
     assert services["echo"]["apis"][0]["batch"] is None
+    calc = {a["name"]: a for a in services["calc"]["apis"]}
+    assert (calc["join"]["inline"], calc["add"]["inline"], apis["double"]["inline"]) == (
+        True, False, False)
     metrics = http.get("/metrics").text
     assert 'braid_batch_size_count{api="double",service="batcher"}' in metrics
     assert 'braid_batch_run_seconds_count{api="double",service="batcher"}' in metrics

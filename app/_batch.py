@@ -32,7 +32,7 @@ from celery.worker.strategy import default
 from app._jobs import event
 from app._protocol import EVENTS, StepField, step_field, steps_key
 from app._service import ApiSpec, ServiceSpec
-from app._step import Begun, Outcome, Worker, begin, call_batch
+from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch
 
 __all__ = ["strategy"]
 
@@ -113,10 +113,8 @@ class Collector:
         waiting = False
         prepared: dict[str, Any] = {}
         ready: list[tuple[str, Begun]] = []
-        for request in requests:
-            job, step, call = request.args
-            tag = str(request.message.delivery_tag or "")
-            begun = begin(w, self.svc, self.spec, job, step, call, request.id, tag)
+        steps: list[Delivered] = [(*r.args, r.id, str(r.message.delivery_tag or "")) for r in requests]
+        for request, begun in zip(requests, begin_all(w, self.svc, self.spec, steps), strict=True):
             if isinstance(begun, str):
                 prepared[request.id] = begun  # a cancelled job's call: dropped, not run
             elif begun.failure is not None:

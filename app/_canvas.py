@@ -36,7 +36,7 @@ from app._protocol import (
 from app._registry import CORE
 from app._transport import Command, capture
 
-__all__ = ["Template", "build", "new_job"]
+__all__ = ["Template", "build", "new_job", "shape"]
 
 
 def _call(pipeline: Pipeline, node: Node) -> StepCall:
@@ -128,47 +128,72 @@ def new_job(pipeline: Pipeline, inputs: dict[str, str], deadline_s: float) -> Ne
 
 # the ids Celery gives a canvas's tasks, groups and deliveries (uuid4, in plain text: the
 # transport leaves message bodies unencoded)
-_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_ID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+_Piece = str | int
+"""Literal text; or -1: the job id; -2 - i: the i-th known id; i >= 0: the i-th fresh id."""
+
+
+def shape(text: str, job: str) -> tuple[str, list[str]]:
+    """``text`` with job ``job``'s id and Celery's ids taken out (a key for canvases that
+    differ only in them), and those ids in the order they first appear."""
+    known: dict[str, int] = {}
+
+    def mark(match: re.Match[str]) -> str:
+        return f"#{known.setdefault(match.group(0), len(known))}"
+
+    return _ID.sub(mark, text.replace(job, "#job")), list(known)
 
 
 @dataclass(frozen=True)
 class Template:
-    """A pipeline's first messages (the Redis commands that publish them), built by
-    Celery's canvas for a stand-in job; :meth:`commands` copies them for a real one."""
+    """Redis commands that publish a canvas's messages (captured as Celery's canvas built
+    them), and how to copy them for another job: each job's copy has its own job id, the
+    ids it is given (``known``) and fresh ids for the others (tasks, groups, deliveries)."""
 
-    parts: tuple[tuple[str | int | tuple[str | int, ...], ...], ...]
-    """Per command, its arguments; a text argument as its pieces: literal text, the job
-    id (-1) or the n-th distinct Celery id (n)."""
-    ids: int
+    parts: tuple[tuple[str | int | tuple[_Piece, ...], ...], ...]
+    """Per command, its arguments; a text argument as its pieces."""
+    fresh: int
 
     @classmethod
     def of(cls, celery: Celery, pipeline: Pipeline) -> Template:
+        """A pipeline's first messages, built for a stand-in job."""
         job = new_job_id()
         with capture() as commands:
             build(celery, pipeline, job).apply_async()
-        token = re.compile(f"({re.escape(job)}|{_ID})")
-        index: dict[str, int] = {}
+        template = cls.copying(commands, job)
+        if not any(-1 in p for c in template.parts for p in c if isinstance(p, tuple)):
+            raise RuntimeError(f"pipeline {pipeline.name!r}: its messages do not name their job "
+                               "in plain text; a template cannot copy them")
+        return template
 
-        def pieces(text: str) -> tuple[str | int, ...]:
-            out: list[str | int] = []
+    @classmethod
+    def copying(cls, commands: Sequence[Command], job: str, known: Sequence[str] = ()) -> Template:
+        """The template of ``commands``, built for job ``job`` with the ``known`` ids."""
+        token = re.compile(f"({re.escape(job)}|{_ID.pattern})")
+        given = {k: -2 - i for i, k in enumerate(known)}
+        fresh: dict[str, int] = {}
+
+        def pieces(text: str) -> tuple[_Piece, ...]:
+            out: list[_Piece] = []
             for i, piece in enumerate(token.split(text)):
                 if i % 2 == 0:
                     out.append(piece)
+                elif piece == job:
+                    out.append(-1)
                 else:
-                    out.append(-1 if piece == job else index.setdefault(piece, len(index)))
+                    out.append(given[piece] if piece in given else fresh.setdefault(piece, len(fresh)))
             return tuple(out)
 
-        parts = tuple(tuple(pieces(a) if isinstance(a, str) else a for a in c) for c in commands)
-        if not any(-1 in p for c in parts for p in c if isinstance(p, tuple)):
-            raise RuntimeError(f"pipeline {pipeline.name!r}: its messages do not name their job "
-                               "in plain text; a template cannot copy them")
-        return cls(parts, len(index))
+        return cls(tuple(tuple(pieces(a) if isinstance(a, str) else a for a in c)
+                         for c in commands), len(fresh))
 
-    def commands(self, job: str) -> Sequence[Command]:
-        """The first messages of job ``job``."""
-        ids = [str(uuid.uuid4()) for _ in range(self.ids)]
+    def commands(self, job: str, known: Sequence[str] = ()) -> list[Command]:
+        """The commands for job ``job``, with the ``known`` ids in the known ids' places."""
+        ids = [str(uuid.uuid4()) for _ in range(self.fresh)]
 
-        def text(pieces: tuple[str | int, ...]) -> str:
-            return "".join(p if isinstance(p, str) else job if p < 0 else ids[p] for p in pieces)
+        def text(pieces: tuple[_Piece, ...]) -> str:
+            return "".join(p if isinstance(p, str) else job if p == -1 else
+                           known[-2 - p] if p < -1 else ids[p] for p in pieces)
 
         return [tuple(text(a) if isinstance(a, tuple) else a for a in c) for c in self.parts]

@@ -40,7 +40,8 @@ from app._protocol import (
 )
 from app._transport import UNACKED, UNACKED_INDEX, Command, settle
 
-__all__ = ["Finished", "JobState", "JobStore", "NewJob", "StepRecorder", "StepStart", "new_job_id"]
+__all__ = ["Finished", "JobState", "JobStore", "NewJob", "Start", "StepRecorder", "StepStart",
+           "new_job_id"]
 
 
 def new_job_id() -> str:
@@ -84,6 +85,19 @@ class StepStart:
     values: list[bytes | None]
     ready_at: float = 0.0
     started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Start:
+    """A step to start: its job, name, task id, broker delivery tag ('' if none), the data
+    fields it reads, and the steps-hash timestamps it became ready after."""
+
+    job: str
+    step: str
+    task_id: str
+    tag: str
+    fields: Sequence[str]
+    ready: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -153,16 +167,32 @@ class StepRecorder:
               fields: Sequence[str], ready: Sequence[str] = ()) -> StepStart:
         """Mark ``step`` running and read the data ``fields``. The step became ready at the
         latest of the steps-hash timestamps ``ready`` (the job's creation if none)."""
+        return self.start_all([Start(job, step, task_id, tag, fields, ready)], worker)[0]
+
+    def start_all(self, starts: Sequence[Start], worker: str) -> list[StepStart]:
+        """:meth:`start` of each of ``starts`` (a batch's steps), in one round trip."""
         now = time.time()
-        reply = self._start(
-            keys=[*job_keys(job), self.inflight],
-            args=[step, task_id, worker, now, EVENTS, event(job, "running", step, worker=worker),
-                  event(job, "running"), tag, self.inflight_ttl_s, len(ready), *ready, *fields],
-        )
-        action = reply[0].decode()
-        if action != "run":
-            return StepStart(action, 0, [])
-        return StepStart(action, int(reply[1]), list(reply[3:]), float(reply[2]), now)
+
+        def call(s: Start, client: Any = None) -> Any:
+            return self._start(
+                keys=[*job_keys(s.job), self.inflight], client=client,
+                args=[s.step, s.task_id, worker, now, EVENTS,
+                      event(s.job, "running", s.step, worker=worker), event(s.job, "running"),
+                      s.tag, self.inflight_ttl_s, len(s.ready), *s.ready, *s.fields])
+
+        if len(starts) == 1:
+            replies = [call(starts[0])]
+        else:
+            with self.client.pipeline(transaction=False) as pipe:
+                for s in starts:
+                    call(s, pipe)
+                replies = pipe.execute()
+        out = []
+        for reply in replies:
+            action = reply[0].decode()
+            out.append(StepStart(action, 0, []) if action != "run" else
+                       StepStart(action, int(reply[1]), list(reply[3:]), float(reply[2]), now))
+        return out
 
     def finish(self, job: str, step: str, packed: str, *, sink: bool, whole: bool,
                counts: bool = True, tag: str = "", element_of: tuple[str, bool, bool] | None = None,

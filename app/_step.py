@@ -9,9 +9,10 @@ chord over the list built here at run time by the step that produced the list.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,9 +23,10 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from app import _codec
+from app._canvas import Template, shape
 from app._hooks import Hooks, Interrupt, Interrupts, StepRun
 from app._inline import run_held
-from app._jobs import Expansion, HandOff, StepRecorder
+from app._jobs import Expansion, HandOff, Start, StepRecorder, StepStart
 from app._protocol import (
     StepCall,
     StepField,
@@ -36,10 +38,11 @@ from app._protocol import (
 )
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
-from app._transport import Command, capture, send
+from app._transport import Command, capture, captured, send
 
 __all__ = [
-    "Begun", "Outcome", "StepFailed", "StepTask", "Worker", "begin", "call_batch", "run_map", "run_step",
+    "Begun", "Delivered", "Outcome", "StepFailed", "StepTask", "Worker", "begin", "begin_all",
+    "call_batch", "run_map", "run_step",
 ]
 
 log = logging.getLogger("braid.worker")
@@ -171,17 +174,44 @@ def _elements(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -
     ]
 
 
-def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
+_FAN_OUTS: dict[str, Template] = {}
+_FAN_OUTS_KEPT = 256
+
+
+def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int,
+             hold: frozenset[str]) -> None:
     """Continue the canvas with the map's elements: a chord whose body is what follows in
     the chain (so no collecting task is needed: the last element to finish records the
-    map's output), or a group when nothing follows."""
-    header = _elements(task, job, map_step, map_call, n)
-    rest = task.request.chain
-    if rest:
-        replacement: Signature = chord(header, signature(rest.pop(), app=task.app))
-    else:
-        replacement = group(header)
-    task.replace(replacement)
+    map's output), or a group when nothing follows. Its messages are published into the
+    current capture, held as ``hold`` says.
+
+    Celery's canvas builds them the first time; a map of the same shape (same pipeline
+    node, size and what follows) copies them (:class:`app._canvas.Template`) with this
+    job's and this request's ids: building a chord cost a step that expands a map more than
+    the rest of its finish."""
+    request = task.request
+    key, known = shape(json.dumps([map_step, map_call.to_wire(), n, request.chain, request.id,
+                                   request.root_id, request.group, sorted(hold)], default=str),
+                       job)
+    commands = captured()
+    assert commands is not None, "a fan-out publishes into its step's capture"
+    template = _FAN_OUTS.get(key)
+    if template is not None:
+        request.chain = request.chord = request.callbacks = None
+        commands.extend(template.commands(job, known))
+        return
+    with capture(hold=hold) as built:
+        header = _elements(task, job, map_step, map_call, n)
+        rest = task.request.chain
+        if rest:
+            replacement: Signature = chord(header, signature(rest.pop(), app=task.app))
+        else:
+            replacement = group(header)
+        task.replace(replacement)
+    commands.extend(built)
+    if len(_FAN_OUTS) >= _FAN_OUTS_KEPT:
+        del _FAN_OUTS[next(iter(_FAN_OUTS))]
+    _FAN_OUTS[key] = Template.copying(built, job, known)
 
 
 def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None,
@@ -196,7 +226,8 @@ def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None,
             commands.append(blob)
         if expansion is not None and expansion.items:
             assert call.expands is not None
-            _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items))
+            _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items),
+                     task.app.braid_inline)
         elif request.chain:
             # what Celery's tracer does after a task returns
             following = signature(request.chain[-1], app=task.app)
@@ -247,26 +278,42 @@ class _TooManyAttempts(Exception):
     pass
 
 
+Delivered = tuple[str, str, Mapping[str, Any], str, str]
+"""A step's message as a worker got it: job, step, call (wire form), task id, delivery tag."""
+
+
 def begin(w: Worker, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,
           wire_call: Mapping[str, Any], task_id: str, tag: str) -> Begun | str:
     """Start a step (``start_step.lua``) and decode and validate its inputs; the START's
     action instead when it is not to run (``done``, or the state of a job that ended)."""
-    call = StepCall.from_wire(wire_call)
-    fields = call.reads()
-    start = w.recorder.start(job, step, task_id, w.node, tag, fields, call.ready_after)
+    return begin_all(w, svc, spec, [(job, step, wire_call, task_id, tag)])[0]
+
+
+def begin_all(w: Worker, svc: ServiceSpec, spec: ApiSpec,
+              steps: Sequence[Delivered]) -> list[Begun | str]:
+    """:func:`begin` of each of ``steps`` (a batch's), their STARTs in one round trip."""
+    calls = [StepCall.from_wire(wire) for _, _, wire, _, _ in steps]
+    starts = [Start(job, step, task_id, tag, call.reads(), call.ready_after)
+              for (job, step, _, task_id, tag), call in zip(steps, calls, strict=True)]
+    return [_begun(w, svc, spec, s, call, started) for s, call, started in
+            zip(starts, calls, w.recorder.start_all(starts, w.node), strict=True)]
+
+
+def _begun(w: Worker, svc: ServiceSpec, spec: ApiSpec, s: Start, call: StepCall,
+           start: StepStart) -> Begun | str:
     if start.action != "run":
         return start.action
-    run = StepRun(svc, spec, job, step, call, task_id, start.attempts, start.ready_at,
+    run = StepRun(svc, spec, s.job, s.step, call, s.task_id, start.attempts, start.ready_at,
                   start.started_at)
     limit = spec.retry.max_attempts if spec.retry else w.settings.max_deliveries
-    begun = Begun(run, call, tag, limit)
+    begun = Begun(run, call, s.tag, limit)
     if start.attempts > limit:
         begun.failure = _TooManyAttempts()
         return begun
-    wire = dict(zip(fields, start.values, strict=True))
+    wire = dict(zip(s.fields, start.values, strict=True))
     try:
-        kwargs = {k: _codec.decode(resolve(s, lambda ref: _load(wire, ref, w.client), call.item))
-                  for k, s in call.args.items()}
+        kwargs = {k: _codec.decode(resolve(v, lambda ref: _load(wire, ref, w.client), call.item))
+                  for k, v in call.args.items()}
         begun.args = dict(spec.call_model.model_validate(kwargs))
     except ValidationError as exc:
         begun.failure = _Invalid(_error(exc, "InvalidInput"))
@@ -429,7 +476,7 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
             _assemble(w, job, finished.output_spec)
         return
     with capture() as commands:
-        _fan_out(task, job, step, call, len(items))
+        _fan_out(task, job, step, call, len(items), frozenset())
     if tag:  # with the elements, the map's own message is no longer running anything
         commands.append(("HDEL", w.recorder.inflight, tag))
     send(w.client, commands)

@@ -198,3 +198,15 @@ def test_a_worker_killed_mid_inline_step_hands_it_back_to_its_own_queue(
     view = wait(http, job, 60)
     assert view["state"] == "succeeded" and view["result"] == 10
     assert view["steps"]["calc.held"]["attempts"] == 2 and _node(view, "calc.held") == "calc"
+
+
+def test_maps_of_the_same_shape_in_many_jobs_each_run_their_own_elements(
+        http: httpx.Client) -> None:
+    # when jobs expand maps of the same shape (the first builds its chord with Celery's
+    # canvas, the others copy it)
+    jobs = [submit(http, "/v1/pipelines/batched-map/jobs", {"n": 3}) for _ in range(4)]
+    views = [wait(http, job) for job in jobs]
+    # then each ran its own elements, with ids of its own, and got its own result
+    assert [v["result"] for v in views] == [[0, 2, 4]] * 4
+    ids = [v["steps"][f"batcher.double[{i}]"]["task_id"] for v in views for i in range(3)]
+    assert len(set(ids)) == 12

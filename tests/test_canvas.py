@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
-from app._canvas import Template
+from app._canvas import Template, shape
 from app._celery import create_celery
 from app._registry import load
 from app._settings import Settings
@@ -37,3 +38,25 @@ def test_each_job_gets_its_own_copy_of_its_pipelines_first_messages(system: Syst
     pushed = [json.loads(str(c[2])) for c in a if c[0] == "LPUSH"]
     assert len(groups) == 1 and all(m["headers"]["group"] in groups for m in pushed)
     celery.close()
+
+
+def test_a_copy_keeps_the_ids_it_is_given_and_makes_the_others_fresh() -> None:
+    # given commands built for job "a…" where id `known` came from the request and `made`
+    # was made while building
+    job, known, made = "a" * 32, str(uuid.uuid4()), str(uuid.uuid4())
+    text = json.dumps({"job": job, "parent": known, "id": made})
+    template = Template.copying([("LPUSH", f"q:{made}", text)], job, [known])
+    # when it is copied for another job and request
+    other = str(uuid.uuid4())
+    name, key, copied = template.commands("b" * 32, [other])[0]
+    # then the job and the given id are the other's, and the made one is fresh but the same
+    # wherever it appears
+    message = json.loads(str(copied))
+    assert (name, message["job"], message["parent"]) == ("LPUSH", "b" * 32, other)
+    assert message["id"] != made and key == f"q:{message['id']}"
+
+
+def test_shape_takes_out_the_job_and_the_ids_in_order() -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    key, ids = shape(f"{second} {'c' * 32} {first} {second}", "c" * 32)
+    assert key == "#0 #job #1 #0" and ids == [second, first]

@@ -67,6 +67,8 @@ class Collector:
         self.scheduled = False
         self.waited = False
         """Whether calls were waiting when the last batch ended."""
+        self.shared = False
+        """Whether the last batch served more than one job (callers were concurrent)."""
         self.ended = 0.0
         """When it ended (monotonic seconds)."""
 
@@ -83,8 +85,11 @@ class Collector:
             self._flush_soon()
 
     def _busy(self) -> bool:
-        """Calls queued up while the last batch ran, or it ended within the latency."""
-        return self.waited or time.monotonic() - self.ended < self.batch.max_latency_ms / 1000
+        """Calls queued up while the last batch ran, or it served several jobs and ended
+        within the latency. (A lone caller's calls come one job at a time: its next one
+        never waits, however soon it comes.)"""
+        return self.waited or (self.shared and
+                               time.monotonic() - self.ended < self.batch.max_latency_ms / 1000)
 
     def _more_queued(self) -> bool:
         """Whether more calls wait in the queue (LLEN is one cheap round trip)."""
@@ -121,6 +126,7 @@ class Collector:
                 prepared[request.id] = (begun, Outcome())
             else:
                 ready.append((request.id, begun))
+        self.shared = len({b.run.job for _, b in ready}) > 1
         for group in _groups(self.spec, ready):
             started = time.monotonic()
             outcomes = call_batch(w, self.spec, [b for _, b in group])

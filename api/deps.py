@@ -44,7 +44,7 @@ class Braid:
         """Queue depth and live workers per service (the autoscaling signal)."""
         from app._queues import queue_stats
 
-        window = self.settings.heartbeat_s * 3
+        window = self.settings.alive_window_s
         return await queue_stats(self.store.client, self.registry.all_services, window)
 
 

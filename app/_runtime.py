@@ -199,7 +199,7 @@ def live_processes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """Per service, the processes of its live workers (nodes that sent a heartbeat within
     the last three beats), each with its device and the model versions it loaded."""
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
-    since = time.time() - 3 * settings.heartbeat_s
+    since = time.time() - settings.alive_window_s
     out: dict[str, list[dict[str, Any]]] = {}
     for key in client.scan_iter(f"{PROCESSES_PREFIX}*"):
         name = key.decode().removeprefix(PROCESSES_PREFIX)
@@ -245,7 +245,7 @@ def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Even
         try:
             now = time.time()
             client.zadd(key, {node: now}, xx=True)
-            for dead in client.zrangebyscore(key, "-inf", now - 3 * settings.heartbeat_s):
+            for dead in client.zrangebyscore(key, "-inf", now - settings.alive_window_s):
                 name = dead.decode() if isinstance(dead, bytes) else str(dead)
                 if client.zrem(key, name) and (n := reclaim(client, name)):
                     log.warning("worker %s stopped beating; handed back its %d running "

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
 
     @property
+    def alive_window_s(self) -> float:
+        """How long a worker counts as live after its last heartbeat (three beats): after
+        that it is dead, and its running steps are handed back."""
+        return 3 * self.heartbeat_s
+
+    @property
     def api_url(self) -> str:
         """Where a client on this host reaches the API (loopback for a wildcard address)."""
         return f"http://{_reachable(self.api_host)}:{self.api_port}"

@@ -27,7 +27,7 @@ def queues(settings: Settings, specs: Sequence[ServiceSpec]) -> dict[str, QueueS
     async def read() -> dict[str, QueueStats]:
         client = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
         try:
-            return await queue_stats(client, specs, 3 * settings.heartbeat_s)
+            return await queue_stats(client, specs, settings.alive_window_s)
         finally:
             await client.aclose()
 

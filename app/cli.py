@@ -208,7 +208,7 @@ def ping(apps: tuple[str, ...], service: str) -> None:
 
     settings = _settings(apps)
     client = redis_client.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
-    since = time.time() - 3 * settings.heartbeat_s
+    since = time.time() - settings.alive_window_s
     nodes = [n.decode() if isinstance(n, bytes) else str(n)
              for n in client.zrangebyscore(alive_key(service), since, "+inf")]
     mine = [n for n in nodes if n.startswith(f"{service}@{socket.gethostname()}-")]
@@ -705,7 +705,7 @@ def status(apps: tuple[str, ...]) -> None:
     for line in service_table(specs, stats, live, store, programs):
         click.echo(line)
     click.echo("(DEPTH: steps queued or running; WORKERS: live ones, beating within "
-               f"{3 * settings.heartbeat_s:g} s)")
+               f"{settings.alive_window_s:g} s)")
     if programs is None:
         click.echo(f"no `braid up` runs from {state}; the workers above are those Redis knows")
         return

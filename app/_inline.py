@@ -12,8 +12,8 @@ would. A worker that dies before it finished has it handed back to the inline AP
 timeout), where its own service's workers run it.
 
 What it saves, per inline step: a queue round trip, a delivery, a start in another process
-and the wait for that process to be free (the seed graph's two glue steps at 8 clients:
-about 20 ms of a job's latency and 3 ms of its CPU).
+and the wait for that process to be free (the seed graph at 8 clients, in one profile: a
+job's mean latency 132 -> 105 ms with its two glue steps inline).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from app._protocol import (
 )
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
-from app._transport import Command, capture, captured, send
+from app._transport import Command, capture, captured, holding, send
 
 __all__ = [
     "Begun", "Delivered", "Outcome", "StepFailed", "StepTask", "Worker", "begin", "begin_all",
@@ -178,18 +178,18 @@ _FAN_OUTS: dict[str, Template] = {}
 _FAN_OUTS_KEPT = 256
 
 
-def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int,
-             hold: frozenset[str]) -> None:
+def _fan_out(task: Task, job: str, map_step: str, map_call: StepCall, n: int) -> None:
     """Continue the canvas with the map's elements: a chord whose body is what follows in
     the chain (so no collecting task is needed: the last element to finish records the
     map's output), or a group when nothing follows. Its messages are published into the
-    current capture, held as ``hold`` says.
+    current capture (held as it holds).
 
     Celery's canvas builds them the first time; a map of the same shape (same pipeline
     node, size and what follows) copies them (:class:`app._canvas.Template`) with this
     job's and this request's ids: building a chord cost a step that expands a map more than
     the rest of its finish."""
     request = task.request
+    hold = holding()
     key, known = shape(json.dumps([map_step, map_call.to_wire(), n, request.chain, request.id,
                                    request.root_id, request.group, sorted(hold)], default=str),
                        job)
@@ -226,8 +226,7 @@ def _hand_off(task: Task, job: str, call: StepCall, expansion: Expansion | None,
             commands.append(blob)
         if expansion is not None and expansion.items:
             assert call.expands is not None
-            _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items),
-                     task.app.braid_inline)
+            _fan_out(task, job, call.expands[0], call.expands[1], len(expansion.items))
         elif request.chain:
             # what Celery's tracer does after a task returns
             following = signature(request.chain[-1], app=task.app)
@@ -476,7 +475,7 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
             _assemble(w, job, finished.output_spec)
         return
     with capture() as commands:
-        _fan_out(task, job, step, call, len(items), frozenset())
+        _fan_out(task, job, step, call, len(items))
     if tag:  # with the elements, the map's own message is no longer running anything
         commands.append(("HDEL", w.recorder.inflight, tag))
     send(w.client, commands)

@@ -32,8 +32,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-__all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "send", "settle",
-           "settled"]
+__all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "holding", "send",
+           "settle", "settled"]
 
 UNACKED: str = kombu_redis.Channel.unacked_key
 """kombu's hash of delivered, unacked messages (delivery tag -> message)."""
@@ -83,6 +83,12 @@ def captured() -> list[Command] | None:
     """The commands being captured here, or None when publishing goes straight to Redis."""
     current = _CAPTURED.get()
     return None if current is None else current[0]
+
+
+def holding() -> frozenset[str]:
+    """The tasks whose messages the capture here holds (none outside a capture)."""
+    current = _CAPTURED.get()
+    return frozenset() if current is None else current[1]
 
 
 def send(client: redis.Redis, commands: list[Command]) -> None:

@@ -7,7 +7,9 @@ that a request it would execute at once is collected here instead. A batch is di
 when it is full, or ``max_latency_ms`` after its first call arrived, or, when the model is
 idle, as soon as nothing else waits in the queue (an idle model never waits). While a batch
 runs, calls keep queueing in Redis and the next batch forms from them; if some did, the
-model is busy, and its next batch waits out the latency (or fills) before it runs.
+model is busy, and its next batch also waits for calls still to come, for as long as one
+more batch would cost it to run (the fixed part of its run time, estimated from its recent
+batches: :class:`RunCost`), and never past ``max_latency_ms``.
 
 How: every call of the batch is begun (``start_step.lua``: recorded running, inputs read,
 and validated), the model is called once for the calls that may run (a call whose input is
@@ -34,7 +36,7 @@ from app._protocol import EVENTS, StepField, step_field, steps_key
 from app._service import ApiSpec, ServiceSpec
 from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch
 
-__all__ = ["strategy"]
+__all__ = ["RunCost", "strategy"]
 
 log = logging.getLogger("braid.worker")
 
@@ -64,6 +66,10 @@ class Collector:
         self.queue = queue
         self.pending: list[Request] = []
         self.timer: Any = None
+        self.linger: Any = None
+        self.lingering = False
+        """Whether the pending batch waits for calls not yet queued (its model is busy)."""
+        self.cost = RunCost()
         self.scheduled = False
         self.waited = False
         """Whether calls were waiting when the last batch ended."""
@@ -76,13 +82,26 @@ class Collector:
         self.pending.append(request)
         if len(self.pending) >= self.batch.max_size:
             return self._flush_soon()
-        if len(self.pending) == 1 and self.batch.max_latency_ms > 0:
-            self.timer = self.consumer.timer.call_after(self.batch.max_latency_ms / 1000,
-                                                        self.flush)
-        # a busy model waits out the latency for more: under load a fuller batch costs less
-        # per call than the wait
-        if not self._busy() and not self._more_queued():
+        if len(self.pending) == 1:
+            latency = self.batch.max_latency_ms / 1000
+            # at 0 ms too: a timer, not the next message, ends every wait
+            self.timer = self.consumer.timer.call_after(latency, self.flush)
+            # a busy model waits for calls still to come: under load a fuller batch costs
+            # less per call, but waiting longer than one more batch would run costs more
+            # than the merge saves
+            self.lingering = self._busy()
+            linger = self.cost.fixed_s()
+            if self.lingering and linger is not None and linger < latency:
+                self.linger = self.consumer.timer.call_after(linger, self._lingered)
+        if not self.lingering and not self._more_queued():
             self._flush_soon()
+
+    def _lingered(self) -> None:
+        # the calls already queued still join the batch; the next of them flushes it
+        self.linger = None
+        self.lingering = False
+        if self.pending and not self._more_queued():
+            self.flush()
 
     def _busy(self) -> bool:
         """Calls queued up while the last batch ran, or it served several jobs and ended
@@ -103,9 +122,11 @@ class Collector:
 
     def flush(self) -> None:
         self.scheduled = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        for timer in (self.timer, self.linger):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.linger = None
+        self.lingering = False
         while self.pending:
             requests = self.pending[: self.batch.max_size]
             del self.pending[: self.batch.max_size]
@@ -148,6 +169,7 @@ class Collector:
         """In one round trip, after the model returned: each step of the batch records it,
         the batch's size and run time go to the metrics, and whether calls wait in the
         queue comes back."""
+        self.cost.observe(len(group), seconds)
         batch_id = uuid.uuid4().hex[:12]
         with w.client.pipeline(transaction=False) as pipe:
             for _, b in group:
@@ -158,6 +180,40 @@ class Collector:
                                        size=len(group), batch_run=seconds))
             pipe.llen(self.queue)
             return bool(pipe.execute()[-1])
+
+
+class RunCost:
+    """A model's batch run time as ``fixed + per_call * size``, fitted by least squares to
+    its recent batches (each weighs ``DECAY`` times the one after it), so that it follows
+    the model's load. Only ``fixed`` is used: it is what a batch saves by merging into
+    another."""
+
+    DECAY = 0.95
+
+    def __init__(self) -> None:
+        # decayed sums of 1, size, seconds, size**2 and size * seconds over the batches
+        self._w = self._n = self._y = self._nn = self._ny = 0.0
+
+    def observe(self, size: int, seconds: float) -> None:
+        d = self.DECAY
+        self._w = self._w * d + 1
+        self._n = self._n * d + size
+        self._y = self._y * d + seconds
+        self._nn = self._nn * d + size * size
+        self._ny = self._ny * d + size * seconds
+
+    def fixed_s(self) -> float | None:
+        """The fixed part of a batch's run time in seconds (between 0 and the mean run
+        time); ``None`` before any batch ran. Batches all of one size cannot tell it from
+        the part per call: then it is their whole run time (an upper bound)."""
+        if not self._w:
+            return None
+        n, y = self._n / self._w, self._y / self._w
+        spread = self._nn / self._w - n * n
+        if spread < 1e-6:
+            return y
+        per_call = (self._ny / self._w - n * y) / spread
+        return min(y, max(0.0, y - per_call * n))
 
 
 def _groups(spec: ApiSpec, ready: list[tuple[str, Begun]]) -> list[list[tuple[str, Begun]]]:

@@ -108,8 +108,9 @@ class Batch:
     list[str]``). Callers, pipelines and the REST API see the single-item API
     (``sentences: str -> str``). Its other parameters are shared: only calls with equal
     values of them run together. A worker waits at most ``max_latency_ms`` after a batch's
-    first call for more, and none at all when its model is idle and nothing else is
-    queued."""
+    first call for more, none at all when its model is idle and nothing else is queued,
+    and, when it is busy, no longer than one more batch would take to run (the fixed part
+    of its recent batches' run time)."""
 
     max_size: int = 16
     max_latency_ms: float = 10.0

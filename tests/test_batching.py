@@ -6,17 +6,19 @@ from typing import Any
 
 import httpx
 
+from app._batch import RunCost
 from tests.apps.batching import BATCH, POISON
 from tests.harness import System, wait_for
 from tests.jobs_helpers import drained, marks, run, submit, wait
 
 HOLD = "/v1/services/batcher/hold/jobs"
+RUSH = "/v1/services/batcher/rush/jobs"
 DOUBLE = "/v1/services/batcher/double/jobs"
 
 
-def _busy(http: httpx.Client, seconds: float) -> str:
+def _busy(http: httpx.Client, seconds: float, route: str = HOLD) -> str:
     """A job that keeps the batcher's model busy, so that what is submitted next queues."""
-    job = submit(http, HOLD, {"seconds": seconds, "key": "busy"})
+    job = submit(http, route, {"seconds": seconds} | ({"key": "busy"} if route == HOLD else {}))
     wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["state"] == "running" or None, 10,
              "the busy call to start")
     return job
@@ -37,6 +39,47 @@ def test_a_burst_of_calls_forms_batches_larger_than_one(http: httpx.Client) -> N
     assert [v["state"] for v in views] == ["succeeded"] * 7
     sizes = [v["steps"]["hold"]["batch"]["size"] for v in views[1:]]
     assert max(sizes) > 1, sizes
+
+
+def test_calls_queued_behind_a_busy_model_run_when_its_batches_may_not_wait(
+        http: httpx.Client) -> None:
+    # given an API with max_latency_ms=0 whose model is busy, and calls queued behind it
+    busy = _busy(http, 1.0, RUSH)
+    jobs = [submit(http, RUSH, {"seconds": 0.01}) for _ in range(3)]
+    # when the busy call ends
+    views = [wait(http, job) for job in [busy, *jobs]]
+    # then every call ran: none waited for a call after it that never came
+    assert [v["state"] for v in views] == ["succeeded"] * 4
+
+
+def test_the_fixed_cost_of_a_batch_is_fitted_from_run_times() -> None:
+    # given batches whose run time is 10 ms plus 1 ms per call
+    cost = RunCost()
+    assert cost.fixed_s() is None
+    for size in [1, 4, 2, 8, 3, 6] * 3:
+        cost.observe(size, 0.010 + 0.001 * size)
+    # then the fixed part is 10 ms
+    assert abs((cost.fixed_s() or 0) - 0.010) < 1e-6
+
+
+def test_the_fitted_cost_follows_the_latest_batches() -> None:
+    # given a model whose batches cost 50 ms fixed, then 5 ms fixed once its load fell
+    cost = RunCost()
+    for size in [1, 2, 4] * 5:
+        cost.observe(size, 0.050 + 0.001 * size)
+    for size in [1, 2, 4] * 40:
+        cost.observe(size, 0.005 + 0.001 * size)
+    # then the estimate is the recent one
+    assert abs((cost.fixed_s() or 0) - 0.005) < 0.001
+
+
+def test_batches_of_one_size_bound_the_fixed_cost_by_their_run_time() -> None:
+    # given batches that were all of one call, 7 ms each
+    cost = RunCost()
+    for _ in range(5):
+        cost.observe(1, 0.007)
+    # then the fixed part cannot be told apart: it is their whole run time
+    assert abs((cost.fixed_s() or 0) - 0.007) < 1e-9
 
 
 def test_an_idle_worker_runs_a_lone_call_at_once(http: httpx.Client) -> None:

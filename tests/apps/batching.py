@@ -13,6 +13,8 @@ POISON = 13
 
 # a large latency: a test that sees a lone call start at once knows it did not wait for it
 BATCH = Batch(max_size=8, max_latency_ms=2000)
+# no wait at all: a busy model's next batch runs with what has come
+NO_WAIT = Batch(max_size=8, max_latency_ms=0)
 
 
 @service(timeout=20)
@@ -40,6 +42,12 @@ class Batcher:
         time.sleep(max(seconds))
         for _ in seconds:
             mark(key)
+        return seconds
+
+    @api(batch=NO_WAIT)
+    def rush(self, seconds: list[float]) -> list[float]:
+        """Sleeps as long as the longest call asks; its batches never wait for more calls."""
+        time.sleep(max(seconds))
         return seconds
 
 

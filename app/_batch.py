@@ -35,6 +35,7 @@ from app._jobs import event
 from app._protocol import EVENTS, StepField, step_field, steps_key
 from app._service import ApiSpec, ServiceSpec
 from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch
+from app._transport import queued_behind
 
 __all__ = ["RunCost", "strategy"]
 
@@ -100,7 +101,7 @@ class Collector:
         # the calls already queued still join the batch; the next of them flushes it
         self.linger = None
         self.lingering = False
-        if self.pending and not self._more_queued():
+        if self.pending and not self._more_queued(delivered=False):
             self.flush()
 
     def _busy(self) -> bool:
@@ -110,9 +111,13 @@ class Collector:
         return self.waited or (self.shared and
                                time.monotonic() - self.ended < self.batch.max_latency_ms / 1000)
 
-    def _more_queued(self) -> bool:
-        """Whether more calls wait in the queue (LLEN is one cheap round trip)."""
-        return bool(self.worker().client.llen(self.queue))
+    def _more_queued(self, delivered: bool = True) -> bool:
+        """Whether more calls wait in the queue: as the delivery of the call just added
+        found it (``delivered``), or else by LLEN (one cheap round trip)."""
+        behind = queued_behind(self.queue)
+        if behind is None or not delivered:
+            return bool(self.worker().client.llen(self.queue))
+        return bool(behind)
 
     def _flush_soon(self) -> None:
         # after the message being handled now is done with, in the event loop's next turn

@@ -1,6 +1,6 @@
 """Braid's broker transport: kombu's Redis transport with its hot path trimmed.
 
-Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Five changes:
+Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Six changes:
 
 * **Bindings read once.** kombu reads an exchange's bindings from Redis on every publish
   (one more round trip per hand-off). A Braid service's queue has a direct exchange of its
@@ -11,6 +11,9 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Five 
 * **Settled acks.** A step's ``finish_step.lua`` removes its own message from kombu's unacked
   bookkeeping in the same script that hands off (:func:`settle`); kombu's ack of that message
   then costs no round trip.
+* **Queue length on delivery.** kombu's bookkeeping of a delivered message also reads its
+  queue's length, in the same round trip (:func:`queued_behind`): a batch forming in the
+  worker asks it whether more calls wait.
 * **Plain bodies.** A message's body is its JSON text, not kombu's base64 of it.
 * **Captured publishes.** Inside :func:`capture`, what publishing writes to Redis (the
   messages, and a chord's size, see :mod:`app._backend`) is collected instead of sent, so
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,8 +36,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-__all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "holding", "send",
-           "settle", "settled"]
+__all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "holding", "queued_behind",
+           "send", "settle", "settled"]
 
 UNACKED: str = kombu_redis.Channel.unacked_key
 """kombu's hash of delivered, unacked messages (delivery tag -> message)."""
@@ -101,7 +105,33 @@ def send(client: redis.Redis, commands: list[Command]) -> None:
         pipe.execute()
 
 
+def queued_behind(queue: str) -> int | None:
+    """How many messages waited in ``queue`` when this process's last message from it was
+    delivered (once: ``None`` until the next delivery)."""
+    return _BEHIND.pop(queue, None)
+
+
+_BEHIND: dict[str, int] = {}
+
+
 class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        # kombu's bookkeeping of a delivered message, and with it the length of the queue it
+        # came from (a Braid queue has a direct exchange of its own name), for a batch
+        # forming in this worker to know whether more calls wait, without a round trip of
+        # its own
+        info = message.delivery_info
+        exchange, queue = info["exchange"], info["routing_key"]
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(UNACKED_INDEX, {delivery_tag: time.time()})
+            pipe.hset(UNACKED, delivery_tag, dumps([message._raw, exchange, queue]))
+            if exchange == queue:
+                pipe.llen(queue)
+            replies = pipe.execute()
+        if exchange == queue:
+            _BEHIND[queue] = int(replies[-1])
+        virtual.QoS.append(self, message, delivery_tag)
+
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in _SETTLED:
             _SETTLED.discard(delivery_tag)

@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from celery import Task
@@ -35,7 +36,7 @@ from app._jobs import event
 from app._protocol import EVENTS, StepField, step_field, steps_key
 from app._service import ApiSpec, ServiceSpec
 from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch
-from app._transport import queued_behind
+from app._transport import Command, queued_behind, send
 
 __all__ = ["RunCost", "strategy"]
 
@@ -139,9 +140,8 @@ class Collector:
         self.ended = time.monotonic()
 
     def _run(self, requests: list[Request]) -> bool:
-        """Run one batch; whether calls were waiting in the queue when its model returned."""
+        """Run one batch; whether calls were waiting in the queue when its steps ended."""
         w = self.worker()
-        waiting = False
         prepared: dict[str, Any] = {}
         ready: list[tuple[str, Begun]] = []
         steps: list[Delivered] = [(*r.args, r.id, str(r.message.delivery_tag or "")) for r in requests]
@@ -156,7 +156,7 @@ class Collector:
         for group in _groups(self.spec, ready):
             started = time.monotonic()
             outcomes = call_batch(w, self.spec, [b for _, b in group])
-            waiting = self._record(w, group, time.monotonic() - started)
+            outcomes = self._record(w, group, outcomes, time.monotonic() - started)
             prepared.update({task_id: (b, o) for (task_id, b), o in
                              zip(group, outcomes, strict=True)})
         w.batched.update(prepared)
@@ -168,23 +168,33 @@ class Collector:
             # same task id redelivered later
             for request in requests:
                 w.batched.pop(request.id, None)
-        return waiting
+        return bool(ready) and bool(w.client.llen(self.queue))
 
-    def _record(self, w: Worker, group: list[tuple[str, Begun]], seconds: float) -> bool:
-        """In one round trip, after the model returned: each step of the batch records it,
-        the batch's size and run time go to the metrics, and whether calls wait in the
-        queue comes back."""
+    def _record(self, w: Worker, group: list[tuple[str, Begun]], outcomes: list[Outcome],
+                seconds: float) -> list[Outcome]:
+        """The batch's record: each step's batch id and size, and the batch's size and run
+        time for the metrics. A step that succeeded writes its own with its finish (in
+        finish_step.lua, no round trip before the batch hands off); the first of them also
+        publishes the batch's event. The rest is written here."""
         self.cost.observe(len(group), seconds)
         batch_id = uuid.uuid4().hex[:12]
-        with w.client.pipeline(transaction=False) as pipe:
-            for _, b in group:
-                pipe.hset(steps_key(b.run.job), mapping={
-                    step_field(b.run.step, StepField.batch): batch_id,
-                    step_field(b.run.step, StepField.batch_size): len(group)})
-            pipe.publish(EVENTS, event("", "batch", service=self.svc.name, api=self.spec.name,
-                                       size=len(group), batch_run=seconds))
-            pipe.llen(self.queue)
-            return bool(pipe.execute()[-1])
+        metrics: list[Command] = [("PUBLISH", EVENTS, event(
+            "", "batch", service=self.svc.name, api=self.spec.name, size=len(group),
+            batch_run=seconds))]
+        now: list[Command] = []
+        out: list[Outcome] = []
+        for (_, b), outcome in zip(group, outcomes, strict=True):
+            record: list[Command] = [("HSET", steps_key(b.run.job),
+                                      step_field(b.run.step, StepField.batch), batch_id,
+                                      step_field(b.run.step, StepField.batch_size), len(group))]
+            if outcome.error is None:
+                out.append(replace(outcome, record=(*record, *metrics)))
+                metrics = []
+            else:
+                now += record
+                out.append(outcome)
+        send(w.client, [*now, *metrics])
+        return out
 
 
 class RunCost:

@@ -197,10 +197,11 @@ class StepRecorder:
     def finish(self, job: str, step: str, packed: str, *, sink: bool, whole: bool,
                counts: bool = True, tag: str = "", element_of: tuple[str, bool, bool] | None = None,
                expansion: Expansion | None = None, handoff: HandOff = HandOff(),
-               **timing: Any) -> Finished:
+               record: Sequence[Command] = (), **timing: Any) -> Finished:
         """Store a step's output, hand off and settle its message ``tag`` (see
         finish_step.lua). ``element_of`` is the map (name, sink, whole) whose element this
-        step is."""
+        step is; ``record``, commands to run in the same round trip whatever the job's
+        state (the record of the batch the step ran in)."""
         now = time.time()
         final = event(job, "succeeded", final=True)
         map_args: list[Any] = ["", "", ""]
@@ -221,6 +222,7 @@ class StepRecorder:
                            *expand_args, handoff.chord_task if group else "",
                            handoff.chord_ttl_s]
         _encoded(handoff.commands, keys, args)
+        _encoded(record, keys, args)
         reply = self._finish(keys=keys, args=args)
         if tag:
             settle(tag)

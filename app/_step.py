@@ -271,6 +271,8 @@ class Outcome:
     blob: tuple[str, str] | None = None
     expansion: Expansion | None = None
     error: BaseException | None = None
+    record: tuple[Command, ...] = ()
+    """Commands its finish runs too (the record of the batch it ran in)."""
 
 
 class _TooManyAttempts(Exception):
@@ -421,7 +423,8 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
         job, step, outcome.packed, sink=call.sink and element_of is None,
         whole=call.whole and element_of is None, counts=element_of is None, tag=tag,
         element_of=element_of, expansion=outcome.expansion,
-        handoff=_hand_off(task, job, call, outcome.expansion, stored), **run.timing())
+        handoff=_hand_off(task, job, call, outcome.expansion, stored), record=outcome.record,
+        **run.timing())
     if finished.status == "complete":
         _assemble(w, job, finished.output_spec)
     if finished.held:

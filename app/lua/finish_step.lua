@@ -22,7 +22,10 @@
 -- ARGV[18+n] this step's task id if it is a part of a chord ('' if not)   ARGV[19+n] chord ttl
 -- then the hand-off (the next messages) as Redis commands: how many, then per command its
 -- argument count c, its name and c arguments; its key is the next KEYS entry. (The chord's
--- body, stored when the chord was published, names its queues itself.)
+-- body, stored when the chord was published, names its queues itself.) Then, in the same
+-- layout, commands to run whatever the job's state: the record of the batch the step ran
+-- in (its fields in the steps hash, the batch's metrics event), in this round trip rather
+-- than one of its own before the batch's hand-offs.
 -- A HOLD command among them, {'HOLD', queue, message, delivery tag, unacked entry}, is a
 -- message of an inline API: instead of its queue it goes to this worker, delivered (in
 -- kombu's unacked hash and index, and the worker's inflight hash: a worker that dies with
@@ -49,6 +52,7 @@ local function commands()
   return out
 end
 local handoff = commands()
+local always = commands()
 
 local held = {}
 local function run(list)
@@ -78,6 +82,7 @@ local function sink_finished(flags, value)
   return {'complete', redis.call('HGET', job, 'output')}
 end
 
+for i = 1, #always do redis.call(unpack(always[i])) end
 -- settle the message: kombu's ack of it then has nothing left to remove
 if tag ~= '' then
   redis.call('HDEL', inflight, tag)

@@ -20,6 +20,8 @@ from app._registry import Registry, load
 
 __all__ = ["create_app"]
 
+_REDIS_CONNECTIONS = 100
+
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """Build the API for the services and pipelines of ``settings.apps``."""
@@ -28,8 +30,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2,
-                                         socket_timeout=10)
+        # a request waits for a free connection (up to the socket timeout): redis-py's
+        # default pool answers a burst beyond its 100 connections with "Too many
+        # connections", which would fail those jobs' submissions with 503
+        client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            settings.broker_url, max_connections=_REDIS_CONNECTIONS, timeout=10,
+            socket_connect_timeout=2, socket_timeout=10))
         listener = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
         store = JobStore(client, settings.job_ttl_s)
         hub = Hub(listener, store, settings.sweep_interval_s)

@@ -250,3 +250,22 @@ def test_a_solo_step_past_its_hard_limit_is_recorded_and_its_worker_exits(
         assert system.procs[name].returncode == 70
     finally:
         system.stop(name)
+
+
+def test_a_burst_of_more_requests_than_the_apis_redis_connections_is_served(
+        system: System) -> None:
+    # given 1000 clients at once (the API holds at most 100 Redis connections)
+    import asyncio
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=system.url, timeout=60) as client:
+            replies = await asyncio.gather(*(
+                client.post("/v1/services/calc/add/jobs", params={"wait": 30},
+                            json={"a": i, "b": 1}) for i in range(1000)))
+        return [r.status_code for r in replies]
+
+    # when each submits a job and waits for it
+    codes = asyncio.run(burst())
+    # then every one was accepted and answered: a request waits for a free connection
+    # rather than failing with 503
+    assert sorted(set(codes)) == [200], {c: codes.count(c) for c in set(codes)}

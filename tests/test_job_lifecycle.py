@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -254,9 +255,8 @@ def test_a_solo_step_past_its_hard_limit_is_recorded_and_its_worker_exits(
 
 def test_a_burst_of_more_requests_than_the_apis_redis_connections_is_served(
         system: System) -> None:
-    # given 1000 clients at once (the API holds at most 100 Redis connections)
-    import asyncio
-
+    # given 1000 requests at once (httpx keeps 100 of them in flight: as many as the API
+    # has Redis connections, beside its own reads of the jobs)
     async def burst() -> list[int]:
         async with httpx.AsyncClient(base_url=system.url, timeout=60) as client:
             replies = await asyncio.gather(*(

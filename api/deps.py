@@ -15,9 +15,10 @@ from app import Settings, Unauthorized
 from app._canvas import Template
 from app._jobs import JobStore
 from app._pipeline import Pipeline
+from app._protocol import DEAD_LETTERS
 from app._registry import Registry
 
-__all__ = ["Authorized", "Braid", "BraidDep"]
+__all__ = ["Authorized", "Braid", "BraidDep", "Documented", "has_key"]
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Braid:
         window = self.settings.alive_window_s
         return await queue_stats(self.store.client, self.registry.all_services, window)
 
+    async def dead_letters(self) -> int:
+        """How many refused broker messages are kept aside (see app._dead_letters)."""
+        return int(await self.store.client.llen(DEAD_LETTERS))
+
 
 # async, like every dependency here: FastAPI runs a sync one in a thread pool, a thread
 # hop per request that cost the submit path more than the rest of its dependencies
@@ -58,17 +63,28 @@ async def _braid(request: Request) -> Braid:
 BraidDep = Annotated[Braid, Depends(_braid)]
 
 
-async def _authorize(request: Request, braid: BraidDep) -> None:
-    keys = braid.settings.api_keys
+def has_key(request: Request, settings: Settings) -> bool:
+    """Whether ``request`` may see what ``BRAID_API_KEYS`` guards (always, without keys)."""
+    keys = settings.api_keys
     if not keys:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not any(
-        secrets.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys
-    ):
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(
+        secrets.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys)
+
+
+async def _authorize(request: Request, braid: BraidDep) -> None:
+    if not has_key(request, braid.settings):
         raise Unauthorized("this API needs `Authorization: Bearer <key>` with a key from "
                            "BRAID_API_KEYS")
 
 
+async def _authorize_docs(request: Request, braid: BraidDep) -> None:
+    if not braid.settings.public_docs:
+        await _authorize(request, braid)
+
+
 Authorized = Depends(_authorize)
+"""A route that needs a key from ``BRAID_API_KEYS`` (where keys are set)."""
+Documented = Depends(_authorize_docs)
+"""A route of the docs: as :data:`Authorized`, unless ``BRAID_PUBLIC_DOCS`` publishes them."""

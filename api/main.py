@@ -51,9 +51,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await client.aclose()
             await listener.aclose()
 
-    # /docs is served by api.docs from local files, and ReDoc (CDN only) is left out
+    # /docs and /openapi.json are served by api.docs (local files, and behind the API's keys
+    # unless published), and ReDoc (CDN only) is left out
     app = FastAPI(title="Braid", summary="Composed ML models as REST jobs",
-                  version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+                  version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     problems.install(app)
     docs.install(app)
     app.include_router(home.router())

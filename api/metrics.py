@@ -2,7 +2,7 @@
 
 Job and step metrics come from the job event stream this process subscribes to, so each API
 replica reports every job (take one replica's series, or ``max`` across them, not the sum).
-Queue depth and live workers are read from Redis at scrape time.
+Queue depth, live workers and dead letters are read from Redis at scrape time.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class Metrics:
                              ["service"], registry=r)
         self.reserved = Gauge("braid_queue_reserved", "Messages reserved by a service's workers "
                               "and not acked yet", ["service"], registry=r)
+        self.dead_letters = Gauge("braid_dead_letters", "Broker messages that workers refused "
+                                  "and kept aside (the newest are kept)", registry=r)
         self.workers = Gauge("braid_live_workers", "Workers of a service that sent a heartbeat "
                              "recently", ["service"], registry=r)
 
@@ -85,7 +87,8 @@ class Metrics:
             self.step_wait.labels(*labels).observe(max(0.0, event["wait"]))
             self.step_run.labels(*labels, event["state"]).observe(event["run"])
 
-    def render(self, stats: dict[str, QueueStats]) -> bytes:
+    def render(self, stats: dict[str, QueueStats], dead_letters: int) -> bytes:
+        self.dead_letters.set(dead_letters)
         for name, s in stats.items():
             self.depth.labels(name).set(s.depth)
             self.waiting.labels(name).set(s.waiting)

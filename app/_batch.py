@@ -32,8 +32,9 @@ from celery import Task
 from celery.worker.request import Request
 from celery.worker.strategy import default
 
+from app._dead_letters import keep_message_aside
 from app._jobs import event
-from app._protocol import EVENTS, StepField, step_field, steps_key
+from app._protocol import EVENTS, StepField, decode_step, step_field, steps_key
 from app._service import ApiSpec, ServiceSpec
 from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch
 from app._transport import Command, queued_behind, send
@@ -81,6 +82,12 @@ class Collector:
         """When it ended (monotonic seconds)."""
 
     def add(self, request: Request) -> None:
+        try:
+            decode_step(request.args, request.kwargs)
+        except ValueError as exc:  # refused alone: the batch it would join runs on
+            request.reject(requeue=False)
+            keep_message_aside(self.worker().client, self.queue, request.message, str(exc))
+            return
         self.pending.append(request)
         if len(self.pending) >= self.batch.max_size:
             return self._flush_soon()

@@ -71,6 +71,8 @@ def create_celery(settings: Settings, specs: Sequence[ServiceSpec]) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_proc_alive_timeout=settings.model_load_timeout_s,
         worker_hijack_root_logger=False,
+        # runs only the tasks its worker serves; refused messages become dead letters
+        worker_consumer="app._consumer:Consumer",
         task_queues=[Queue(s.queue, Exchange(s.queue, type="direct"), routing_key=s.queue)
                      for s in specs],
         task_default_queue=core,

@@ -4,10 +4,11 @@
   timestamps, result or error, counters: :class:`JobField`), :func:`steps_key` (one
   ``<step>|<field>`` entry per step field: :class:`StepField`) and :func:`data_key` (inputs
   and step outputs, by reference name). Jobs are ordered in :data:`JOBS`, deadlines in
-  :data:`DEADLINES`; transitions are published on :data:`EVENTS`. Workers announce
-  themselves in :func:`alive_key` and :func:`processes_key`, and note the broker messages
-  they are running in :func:`inflight_key` (so a dead worker's messages can be handed back
-  at once, see ``reclaim.lua``).
+  :data:`DEADLINES`; transitions are published on :data:`EVENTS`; messages that no worker
+  can run are kept aside in :data:`DEAD_LETTERS`. Workers announce themselves in
+  :func:`alive_key` and :func:`processes_key`, and note the broker messages they are running
+  in :func:`inflight_key` (so a dead worker's messages can be handed back at once, see
+  ``reclaim.lua``).
 * **References.** A value in a job's data hash is named :func:`input_ref`,
   :func:`output_ref` or :func:`element_ref`; a call's arguments are :class:`Spec` trees
   (``{"$r": ref}``, ``{"$c": constant}``, ``{"$l": [...]}``, ``{"$d": {...}}``,
@@ -27,6 +28,7 @@ __all__ = [
     "ALIVE_PREFIX",
     "CANCELS",
     "DEADLINES",
+    "DEAD_LETTERS",
     "EVENTS",
     "ITEM",
     "JOBS",
@@ -38,6 +40,7 @@ __all__ = [
     "blob_key",
     "const_spec",
     "data_key",
+    "decode_step",
     "dict_spec",
     "element_ref",
     "element_step",
@@ -66,6 +69,10 @@ JOBS = f"{_PREFIX}jobs"
 """Sorted set: job id -> creation time (the jobs list)."""
 DEADLINES = f"{_PREFIX}deadlines"
 """Sorted set: id of a job not ended yet -> its deadline."""
+DEAD_LETTERS = f"{_PREFIX}dead-letters"
+"""List, newest first: broker messages a worker refused (undecodable, malformed, or for a task
+it does not run), each a JSON record of its queue, why, when and the message (see
+:mod:`app._dead_letters`)."""
 ALIVE_PREFIX = f"{_PREFIX}alive:"
 PROCESSES_PREFIX = f"{_PREFIX}processes:"
 _JOB_PREFIX = f"{_PREFIX}job:"
@@ -321,3 +328,16 @@ class StepCall:
                    index=wire.get("i"), over=wire.get("over"), task=wire.get("task"),
                    queue=wire.get("queue"),
                    expands=(wire["x"][0], cls.from_wire(wire["x"][1])) if "x" in wire else None)
+
+
+def decode_step(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str, StepCall]:
+    """The job, step and call of a step message's arguments; ValueError saying what is
+    wrong when they are not a step message."""
+    if kwargs or len(args) != 3 or not all(isinstance(a, str) for a in args[:2]):
+        raise ValueError("not a Braid step message: its arguments are not (job, step, call)")
+    try:
+        return args[0], args[1], StepCall.from_wire(args[2])
+    except ValueError:
+        raise
+    except (TypeError, KeyError, IndexError, RecursionError) as exc:
+        raise ValueError(f"not a Braid step call: {exc}") from exc

@@ -20,15 +20,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from celery.worker.request import Request
 
 from app._batch import strategy
+from app._dead_letters import keep_aside
 from app._hooks import (
     Hooks,
     Interrupts,
@@ -38,7 +40,14 @@ from app._hooks import (
     install_interrupt,
 )
 from app._jobs import StepRecorder, _lua
-from app._protocol import CANCELS, PROCESSES_PREFIX, alive_key, inflight_key, processes_key
+from app._protocol import (
+    CANCELS,
+    PROCESSES_PREFIX,
+    alive_key,
+    decode_step,
+    inflight_key,
+    processes_key,
+)
 from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
@@ -286,11 +295,52 @@ def _inline_worker(svc: ServiceSpec) -> Worker:
 _INLINE: dict[str, Worker] = {}
 
 
+StepBody = Callable[[Task, str, str, dict[str, Any]], None]
+"""What a step task does with its message's job, step and call (wire form)."""
+
+
+def _step_task(body: StepBody, queue: str) -> Callable[..., None]:
+    """A Celery task function that runs ``body`` on a step message's arguments, and refuses
+    (as a dead letter) a message from ``queue`` whose arguments are not a step message's."""
+
+    def run(task: Task, *args: Any, **kwargs: Any) -> None:
+        try:
+            job, step, _ = decode_step(args, kwargs)
+        except ValueError as exc:
+            message = {"task": task.name, "id": task.request.id, "args": args, "kwargs": kwargs}
+            keep_aside(_current().client, queue, str(exc), json.dumps(message, default=repr))
+            raise Reject(str(exc), requeue=False) from exc
+        body(task, job, step, args[2])
+
+    return run
+
+
+def _own(svc: ServiceSpec, spec: ApiSpec) -> StepBody:
+    def body(task: Task, job: str, step: str, call: dict[str, Any]) -> None:
+        run_step(_current(), task, svc, spec, job, step, call)
+
+    return body
+
+
+def _inline(svc: ServiceSpec, spec: ApiSpec) -> StepBody:
+    """A step of another service's inline API, run in this worker."""
+    def body(task: Task, job: str, step: str, call: dict[str, Any]) -> None:
+        run_step(_inline_worker(svc), task, svc, spec, job, step, call)
+
+    return body
+
+
+def _map(task: Task, job: str, step: str, call: dict[str, Any]) -> None:
+    run_map(_current(), task, job, step, call)
+
+
 def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
              inflight_ttl_s: int, services: Sequence[ServiceSpec] = ()) -> None:
     """Register ``svc``'s tasks and the inline APIs of the other ``services`` (only those:
     other names are refused) and build its model in the process that runs them."""
     celery.braid_settings = settings
+    # what this worker runs (app._consumer refuses any other task a message names)
+    celery.braid_runs = runs = {a.task_name for a in svc.apis.values()}
     limits = {"soft_time_limit": svc.timeout,
               "time_limit": svc.timeout + settings.time_limit_grace_s}
     common = {"bind": True, "base": StepTask, "ignore_result": True, "typing": False,
@@ -299,24 +349,17 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
         for spec in other.apis.values():
             if other.name == svc.name or not spec.inline:
                 continue
-
-            def run_inline(task: Task, job: str, step: str, call: dict[str, Any],
-                           _svc: ServiceSpec = other, _spec: ApiSpec = spec) -> None:
-                run_step(_inline_worker(_svc), task, _svc, _spec, job, step, call)
-
-            celery.task(name=spec.task_name, **common)(run_inline)
+            celery.task(name=spec.task_name, **common)(_step_task(_inline(other, spec), svc.queue))
+            runs.add(spec.task_name)
     for spec in svc.apis.values():
-        def run(task: Task, job: str, step: str, call: dict[str, Any], _spec: ApiSpec = spec) -> None:
-            run_step(_current(), task, svc, _spec, job, step, call)
-
         batching = {"Strategy": staticmethod(strategy(_current, svc, spec, svc.queue))} if (
             spec.batch and settings.batching and solo) else {}
-        celery.task(name=spec.task_name, **common, **batching)(run)
+        celery.task(name=spec.task_name, **common, **batching)(_step_task(_own(svc, spec), svc.queue))
     if svc is CORE:
-        def expand(task: Task, job: str, step: str, call: dict[str, Any]) -> None:
-            run_map(_current(), task, job, step, call)
-
-        celery.task(name="braid.map", **common)(expand)
+        celery.task(name="braid.map", **common)(_step_task(_map, svc.queue))
+        # a map that ends its pipeline replaces itself with a group, which Celery follows
+        # with its own celery.accumulate (see run_map)
+        runs |= {"braid.map", "celery.accumulate"}
 
     def starting(**_: Any) -> None:
         # before this worker consumes anything: what a node of its name still has in flight

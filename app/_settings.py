@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         "Hugging Face hub (needs network access)."
     )
     max_upload_bytes: int = Field(default=20 * 2**20, description="Larger requests get 413.")
+    max_json_depth: int = Field(
+        default=64, ge=2, description="How deeply a request's JSON (its body, or a multipart "
+        "field) may nest arrays and objects; deeper is a 422 before it is parsed."
+    )
     max_image_pixels: int = Field(default=4096 * 4096, description="Larger images get 422.")
     image_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"],
@@ -131,6 +135,15 @@ class Settings(BaseSettings):
         "(`@api(batch=Batch(...))`) in one model call; off, one call at a time (a baseline)."
     )
     flower: bool = Field(default=True, description="`braid up` starts Flower.")
+    public_docs: bool = Field(
+        default=False, description="With `BRAID_API_KEYS` set, `/`, `/docs` and "
+        "`/openapi.json` answer without a key too (they hold no data, but name every service, "
+        "pipeline and parameter); off, they need a key like `/v1`."
+    )
+    flower_control: bool = Field(
+        default=False, description="Flower may apply, revoke and time-limit tasks and control "
+        "workers' pools and queues; off, its task and worker control endpoints answer 403."
+    )
     log_json: bool = Field(default=False, description="Every process logs one JSON object a line.")
     log_steps: bool = Field(
         default=False, description="Workers log a line as each step starts and ends (at "

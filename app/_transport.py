@@ -1,6 +1,6 @@
 """Braid's broker transport: kombu's Redis transport with its hot path trimmed.
 
-Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Six changes:
+Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Seven changes:
 
 * **Bindings read once.** kombu reads an exchange's bindings from Redis on every publish
   (one more round trip per hand-off). A Braid service's queue has a direct exchange of its
@@ -14,6 +14,9 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Six c
 * **Queue length on delivery.** kombu's bookkeeping of a delivered message also reads its
   queue's length, in the same round trip (:func:`queued_behind`): a batch forming in the
   worker asks it whether more calls wait.
+* **Garbage refused.** A popped message that is not JSON, or not a kombu message, is kept
+  aside as a dead letter (:mod:`app._dead_letters`); kombu would raise out of the worker's
+  event loop, killing the worker and stranding what it held.
 * **Plain bodies.** A message's body is its JSON text, not kombu's base64 of it.
 * **Captured publishes.** Inside :func:`capture`, what publishing writes to Redis (the
   messages, and a chord's size, see :mod:`app._backend`) is collected instead of sent, so
@@ -32,9 +35,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
+from kombu.exceptions import DecodeError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+from app._dead_letters import keep_aside
 
 __all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "holding", "queued_behind",
            "send", "settle", "settled"]
@@ -183,6 +190,60 @@ class Channel(kombu_redis.Channel):
             captured.append((HOLD, key, payload, message["properties"]["delivery_tag"], entry))
             return
         captured.append(("LPUSH", key, payload))
+
+
+    def _brpop_read(self, **options: Any) -> bool:
+        # kombu 5.7's own, but a message that does not decode is kept aside, not raised
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next poll reconnects
+                raise
+            if not reply:
+                raise virtual.Empty()
+            dest, item = reply
+            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            message, why = self._decoded(item)
+            if message is None:
+                with self.conn_or_acquire() as client:
+                    keep_aside(client, queue, why, item)
+                return True
+            self.connection._deliver(message, queue)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]  # kombu: no poll in flight
+            self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
+
+    def _decoded(self, item: bytes) -> tuple[dict[str, Any] | None, str]:
+        """The message in ``item``, or None and what is wrong with it."""
+        try:
+            message = loads(bytes_to_str(item))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return None, f"not JSON: {exc!r}"
+        if not isinstance(message, dict):
+            return None, f"not a message: JSON {type(message).__name__}, not an object"
+        properties = message.get("properties")
+        if not isinstance(properties, dict):
+            properties = {}
+        info = properties.get("delivery_info")
+        if not (isinstance(info, dict) and isinstance(properties.get("delivery_tag"), str)
+                and isinstance(info.get("exchange"), str)
+                and isinstance(info.get("routing_key"), str)):
+            return None, ("not a message: no properties.delivery_tag, "
+                          "properties.delivery_info.exchange and routing_key")
+        if not isinstance(message.get("headers", {}), dict):
+            return None, "not a message: its headers are not an object"
+        body = message.get("body")
+        if body is not None and not isinstance(body, str):
+            return None, "not a message: its body is not a string"
+        try:
+            if body:
+                self.decode_body(body, properties.get("body_encoding"))  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError, AttributeError, DecodeError) as exc:
+            return None, f"its body does not decode: {exc}"
+        return message, ""
 
 
 class Transport(kombu_redis.Transport):

@@ -255,7 +255,8 @@ def api(apps: tuple[str, ...], host: str | None, port: int | None) -> None:
 @main.command()
 @APP
 def flower(apps: tuple[str, ...]) -> None:
-    """Run Flower, behind basic auth, bound to BRAID_FLOWER_HOST (localhost by default)."""
+    """Run Flower, behind basic auth, bound to BRAID_FLOWER_HOST (localhost by default),
+    read-only unless BRAID_FLOWER_CONTROL is set."""
     import logging
 
     from app._celery import create_celery
@@ -273,6 +274,12 @@ def flower(apps: tuple[str, ...]) -> None:
     logging.getLogger("flower.inspector").setLevel(logging.ERROR)
     registry = load(settings.apps)
     celery = create_celery(settings, registry.all_services)
+    if not settings.flower_control:
+        from flower.urls import handlers
+
+        from app._flower import read_only
+
+        read_only(handlers)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     celery.start(["flower", f"--address={settings.flower_host}", f"--port={settings.flower_port}",

@@ -64,14 +64,44 @@ def test_an_unknown_docs_asset_is_a_404_problem(http: httpx.Client) -> None:
     assert "swagger-ui-bundle.js" in answer.json()["detail"]
 
 
-def test_docs_and_landing_page_are_public_where_v1_needs_a_key(locked: str) -> None:
-    """Given an API with BRAID_API_KEYS, when /, /docs, its assets and /openapi.json are
-    fetched without a key, then they answer 200, while /v1/pipelines answers 401."""
-    page = httpx.get(f"{locked}/docs")
-    assert page.status_code == 200
-    for path in ["/", "/openapi.json", *_assets(page.text)]:
-        assert httpx.get(f"{locked}{path}").status_code == 200, path
-    assert httpx.get(f"{locked}/v1/pipelines").status_code == 401
+KEY = {"Authorization": "Bearer k1"}
+
+
+def test_docs_schema_and_landing_page_need_the_key_where_v1_does(locked: str) -> None:
+    """Given an API with BRAID_API_KEYS, when /, /docs and /openapi.json are fetched without
+    a key, then each is a 401 problem; with the key they answer 200, and Swagger UI's own
+    static files are public (they name nothing of this API)."""
+    for path in ["/", "/docs", "/openapi.json"]:
+        anonymous = httpx.get(f"{locked}{path}")
+        assert anonymous.status_code == 401, path
+        assert anonymous.json()["code"] == "unauthorized"
+        assert httpx.get(f"{locked}{path}", headers=KEY).status_code == 200, path
+    page = httpx.get(f"{locked}/docs", headers=KEY)
+    for asset in _assets(page.text):
+        assert httpx.get(f"{locked}{asset}").status_code == 200, asset
+
+
+def test_a_setting_publishes_the_docs_where_v1_needs_a_key(system: System) -> None:
+    """Given an API with BRAID_API_KEYS and BRAID_PUBLIC_DOCS, when /, /docs and
+    /openapi.json are fetched without a key, then they answer 200, and /v1 still needs it."""
+    url = system.start_api("api-public-docs", port=free_port(), BRAID_API_KEYS="k1",
+                           BRAID_PUBLIC_DOCS="1")
+    try:
+        for path in ["/", "/docs", "/openapi.json"]:
+            assert httpx.get(f"{url}{path}").status_code == 200, path
+        assert httpx.get(f"{url}/v1/pipelines").status_code == 401
+    finally:
+        system.stop("api-public-docs")
+
+
+def test_readiness_without_the_key_is_the_status_alone(locked: str) -> None:
+    """Given an API with BRAID_API_KEYS, when /readyz is asked without a key, then the body
+    is its status only (no service or pipeline names); with the key, the whole report."""
+    anonymous = httpx.get(f"{locked}/readyz")
+    assert set(anonymous.json()) == {"status"}
+    full = httpx.get(f"{locked}/readyz", headers=KEY)
+    assert full.status_code == anonymous.status_code
+    assert {"status", "services_without_workers", "pipelines_blocked"} <= set(full.json())
 
 
 def test_landing_page_links_to_the_docs_resources_health_and_flower(http: httpx.Client) -> None:
@@ -105,7 +135,7 @@ def test_landing_page_is_json_for_clients_that_do_not_ask_for_html(http: httpx.C
 
 def test_landing_page_leaves_flower_out_when_it_is_off(locked: str) -> None:
     """Given an API with BRAID_FLOWER=0, when / is fetched, then no link leaves the API."""
-    body = httpx.get(f"{locked}/").json()
+    body = httpx.get(f"{locked}/", headers=KEY).json()
     assert [link["href"] for link in body["links"]
             if link["href"].startswith("http")] == []
 

@@ -174,6 +174,22 @@ def test_flower_lists_every_worker_with_its_queue_behind_auth(up: Up) -> None:
                       ("outside", ["outside"]), ("reader", ["reader"]), ("shouter", ["shouter"])]
 
 
+def test_flower_is_read_only_it_refuses_to_apply_revoke_or_shut_down(up: Up) -> None:
+    """Given Flower under `braid up` (BRAID_FLOWER_CONTROL off), when its API is asked, with
+    the right password, to run a task, revoke one or shut a worker down, then each is a 403
+    naming the setting, while its read-only pages still answer."""
+    auth = ("admin", up.env["BRAID_FLOWER_PASSWORD"])
+    node = next(iter(up.flower_workers()))
+    for path in ["/api/task/async-apply/outside.hello", "/api/task/apply/celery.accumulate",
+                 "/api/task/revoke/abc", f"/api/worker/shutdown/{node}",
+                 f"/api/worker/pool/shrink/{node}"]:
+        answer = httpx.post(f"{up.flower}{path}", auth=auth, json={"args": ["x"]}, timeout=10)
+        assert answer.status_code == 403, path
+        assert "BRAID_FLOWER_CONTROL" in answer.json()["error"]
+    assert node in up.flower_workers(), "the worker is still there"
+    assert httpx.get(f"{up.flower}/api/task/types", auth=auth, timeout=10).status_code == 200
+
+
 def _ready_line(up: Up) -> str:
     return wait_for(lambda: next((line for line in up.output().splitlines()
                                   if line.startswith("Braid is ready in ")), None),

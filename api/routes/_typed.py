@@ -20,6 +20,7 @@ from api.examples import example
 from api.jobs import submit
 from api.problems import UNAUTHORIZED, invalid_input, responses
 from app import InvalidInput, PayloadTooLarge
+from app._codec import nesting
 from app._pipeline import Pipeline
 from app._types import is_array_type, is_image_type
 from app._views import JobAccepted, JobView
@@ -46,18 +47,42 @@ def _too_large(size: int, limit: int) -> PayloadTooLarge:
                            "(BRAID_MAX_UPLOAD_BYTES)")
 
 
-def _form_value(text: str) -> Any:
+def _shallow(text: bytes, depth: int, what: str) -> bytes:
+    """``text``, refused before it is parsed when it nests deeper than ``depth``."""
+    found = nesting(text, depth)
+    if found is not None:
+        raise InvalidInput(f"{what} nests arrays and objects {found} levels deep, over the "
+                           f"limit of {depth} (BRAID_MAX_JSON_DEPTH)")
+    return text
+
+
+def _form_value(text: str, depth: int, name: str) -> Any:
     if text[:1] in ("{", "["):
+        raw = _shallow(text.encode(), depth, f"the field {name!r}")
         try:
-            return json.loads(text)
+            return json.loads(raw)
         except ValueError:
             return text
     return text
 
 
+async def _read(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (a chunked body declares no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request is over the limit of {limit} bytes "
+                                  "(BRAID_MAX_UPLOAD_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> BaseModel:
     """The request body validated against ``model`` (JSON or multipart)."""
     limit = braid.settings.max_upload_bytes
+    depth = braid.settings.max_json_depth
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit:
         raise _too_large(declared, limit)
@@ -71,11 +96,9 @@ async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> B
                 if len(data[key]) > limit:
                     raise _too_large(len(data[key]), limit)
             else:
-                data[key] = _form_value(value)
+                data[key] = _form_value(value, depth, key)
     else:
-        raw = await request.body()
-        if len(raw) > limit:
-            raise _too_large(len(raw), limit)
+        raw = _shallow(await _read(request, limit), depth, "the body")
         try:
             data = json.loads(raw or b"{}")
         except ValueError as exc:

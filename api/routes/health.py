@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from api.deps import Authorized, BraidDep
+from api.deps import Authorized, Braid, BraidDep, has_key
 from api.problems import UNAUTHORIZED, UNAVAILABLE, responses
 from app._pipeline import Pipeline
 from app._registry import CORE
@@ -42,6 +42,18 @@ def _needs(pipeline: Pipeline) -> set[str]:
     return needed
 
 
+async def _readiness(braid: Braid) -> dict[str, Any]:
+    try:
+        stats = await braid.queues()
+    except Exception as exc:
+        return {"status": "unavailable", "redis": str(exc)}
+    idle = sorted(name for name, s in stats.items() if s.workers == 0)
+    blocked = {p.name: sorted(set(idle) & _needs(p)) for p in braid.registry.pipelines.values()}
+    blocked = {name: services for name, services in blocked.items() if services}
+    return {"status": "unavailable" if blocked else "ok", "services_without_workers": idle,
+            "pipelines_blocked": blocked}
+
+
 def router() -> APIRouter:
     r = APIRouter(tags=["health"])
 
@@ -51,27 +63,25 @@ def router() -> APIRouter:
 
     @r.get("/readyz", summary="Redis is reachable and every pipeline has live workers for "
            "its services", response_model=Readiness,
+           description="Where BRAID_API_KEYS is set, a request without a key gets the status "
+           "alone (which services and pipelines wait is for key holders).",
            responses={200: {"description": "Ready"}, 503: {
                "model": Readiness, "description": "Redis is unreachable, or a pipeline has "
                "a service without live workers"}})
-    async def readyz(braid: BraidDep) -> Any:
-        try:
-            stats = await braid.queues()
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
-        idle = sorted(name for name, s in stats.items() if s.workers == 0)
-        blocked = {p.name: sorted(set(idle) & _needs(p)) for p in braid.registry.pipelines.values()}
-        blocked = {name: services for name, services in blocked.items() if services}
-        body = {"status": "unavailable" if blocked else "ok",
-                "services_without_workers": idle, "pipelines_blocked": blocked}
-        return JSONResponse(body, status_code=503 if blocked else 200)
+    async def readyz(request: Request, braid: BraidDep) -> Any:
+        body = await _readiness(braid)
+        status = 200 if body["status"] == "ok" else 503
+        if not has_key(request, braid.settings):
+            body = {"status": body["status"]}
+        return JSONResponse(body, status_code=status)
 
     @r.get("/metrics", summary="Prometheus metrics", dependencies=[Authorized],
            response_class=PlainTextResponse,
            responses=responses(UNAUTHORIZED | UNAVAILABLE, also={200: {
                "content": {CONTENT_TYPE_LATEST: {}}, "description": "The text exposition"}}))
     async def metrics(braid: BraidDep) -> PlainTextResponse:
-        return PlainTextResponse(braid.metrics.render(await braid.queues()),
+        return PlainTextResponse(braid.metrics.render(await braid.queues(),
+                                                      await braid.dead_letters()),
                                  media_type=CONTENT_TYPE_LATEST)
 
     return r

@@ -1,6 +1,6 @@
 """``GET /``: where to start. An HTML page for browsers (``Accept: text/html``), the same
-links as JSON for everyone else (curl, scripts). Public, like ``/docs``: it only names what
-``/openapi.json`` already shows."""
+links as JSON for everyone else (curl, scripts). Guarded like ``/docs``: it names what
+``/openapi.json`` shows."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from api.deps import BraidDep
+from api.deps import BraidDep, Documented
 from api.jobs import ViewResponse
+from api.problems import UNAUTHORIZED, responses
 
 __all__ = ["Home", "router"]
 
@@ -62,8 +63,10 @@ def router() -> APIRouter:
     r = APIRouter(tags=["home"])
 
     @r.get("/", summary="Where to start: links to the docs, the resources and health",
-           response_model=Home, responses={200: {"content": {"text/html": {}}, "description":
-                                                 "HTML for `Accept: text/html`, else JSON"}})
+           response_model=Home, dependencies=[Documented],
+           responses=responses(UNAUTHORIZED, also={200: {
+               "content": {"text/html": {}},
+               "description": "HTML for `Accept: text/html`, else JSON"}}))
     async def home(request: Request, braid: BraidDep) -> Response:
         settings = braid.settings
         flower = settings.flower_url if settings.flower else None

@@ -21,6 +21,9 @@ CONTROL = re.compile(r"^/api/(task/(apply|async-apply|send-task|abort|timeout|ra
 
 
 class _Refused(RequestHandler):
+    def check_xsrf_cookie(self) -> None:
+        """Nothing to protect: it refuses every request (tornado checks before prepare)."""
+
     def prepare(self) -> None:
         self.set_status(403)
         self.finish({"error": "Flower is read-only under Braid: submit and cancel jobs with "

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     )
     embedded_redis_port: int = Field(
         default=6379, description="The port of the embedded Redis (when BRAID_REDIS_URL is unset)."
+    )
+    embedded_redis_password: SecretStr | None = Field(
+        default=None, description="The embedded Redis's password. Unset: `braid up` generates "
+        "one into the state dir (`redis-password`, readable by its owner only), and every "
+        "command that finds it there uses it."
     )
     state_dir: Path = Field(
         default=Path(".braid"), description="Embedded Redis data, the model store, Flower's "
@@ -160,7 +166,36 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         """The Redis URL every process connects to."""
-        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+        if self.redis_url:
+            return self.redis_url
+        password = self.redis_password()
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def redis_password_file(self) -> Path:
+        """Where `braid up` keeps the embedded Redis's generated password."""
+        return self.state_dir / "redis-password"
+
+    def redis_password(self) -> str | None:
+        """The embedded Redis's password: the setting, else the one generated in the state
+        dir (read when asked: `braid up` writes it after its own settings are read)."""
+        if self.embedded_redis_password is not None:
+            return self.embedded_redis_password.get_secret_value()
+        try:
+            return self.redis_password_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
+    def shown_broker_url(self) -> str:
+        """:attr:`broker_url` with its password hidden, for messages and logs."""
+        parts = urlsplit(self.broker_url)
+        if parts.password is None:
+            return self.broker_url
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
     @property
     def alive_window_s(self) -> float:

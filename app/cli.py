@@ -414,7 +414,8 @@ def redis() -> None:
     from app._redis_server import redis_command, shown
 
     settings = Settings()
-    command = redis_command(settings.embedded_redis_port, settings.state_dir / "redis")
+    command = redis_command(settings.embedded_redis_port, settings.state_dir / "redis",
+                            _redis_password(settings))
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _: server.send_signal(number))
@@ -487,6 +488,17 @@ def jobs(url: str | None, pipeline: str | None, state: str | None, limit: int) -
             created = job.created_at.isoformat().replace("+00:00", "Z") if job.created_at else None
             click.echo(f"{job.id}  {job.state:<10} {job.progress.done}/{job.progress.total:<4} "
                        f"{created}  {job.pipeline}")
+
+
+def _redis_password(settings: Settings) -> str:
+    """The embedded Redis's password: the setting, else generated once into the state dir."""
+    password = settings.redis_password()
+    if password is None:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(settings.redis_password_file, secrets.token_urlsafe(18))
+        password = settings.redis_password()
+        assert password is not None
+    return password
 
 
 def _flower_password(settings: Settings) -> str:
@@ -579,6 +591,8 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool)
     _ports_free(settings)
     os.environ["BRAID_STATE_DIR"] = str(state)
     os.environ["BRAID_FLOWER_PASSWORD"] = _flower_password(settings)
+    if settings.redis_url is None:
+        os.environ["BRAID_EMBEDDED_REDIS_PASSWORD"] = _redis_password(settings)
     registry = load(settings.apps)
     _bootstrap_missing(registry.all_services)
     counts = {svc.name: 1 for svc in registry.all_services}
@@ -598,7 +612,8 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool)
         click.echo(f"  Flower  {settings.flower_url}  "
                    f"(user {settings.flower_user}, password in {state / 'flower-password'} "
                    "unless BRAID_FLOWER_PASSWORD is set)")
-    click.echo(f"  Redis   {settings.broker_url}" + ("" if settings.redis_url else "  (embedded)"))
+    click.echo(f"  Redis   {settings.shown_broker_url}" + ("" if settings.redis_url else
+               f"  (embedded; password in {settings.redis_password_file})"))
     if detach:
         click.echo(f"  Logs    {log_dir(state)}/<process>.log  (braid logs SERVICE [-f])")
     if os.geteuid() == 0:
@@ -704,9 +719,9 @@ def status(apps: tuple[str, ...]) -> None:
     except (redis_client.RedisError, OSError) as exc:
         if programs is None:
             raise BrokerUnavailable(
-                f"Redis at {settings.broker_url} does not answer ({exc}) and no `braid up` runs "
+                f"Redis at {settings.shown_broker_url} does not answer ({exc}) and no `braid up` runs "
                 f"from {state}: start one with `braid up -d`") from None
-        click.echo(f"Redis at {settings.broker_url} does not answer: {exc}")
+        click.echo(f"Redis at {settings.shown_broker_url} does not answer: {exc}")
         stats, live = {}, {}
     store = ModelStore(settings.model_root, settings.allow_hub)
     for line in service_table(specs, stats, live, store, programs):

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.harness import ROOT, free_port, wait_for
 from tests.jobs_helpers import run, submit, wait
@@ -179,7 +180,8 @@ def test_flower_is_read_only_it_refuses_to_apply_revoke_or_shut_down(up: Up) -> 
     the right password, to run a task, revoke one or shut a worker down, then each is a 403
     naming the setting, while its read-only pages still answer."""
     auth = ("admin", up.env["BRAID_FLOWER_PASSWORD"])
-    node = next(iter(up.flower_workers()))
+    node = wait_for(lambda: next(iter(up.flower_workers()), None), 90, "a worker in Flower",
+                    interval=0.5)
     for path in ["/api/task/async-apply/outside.hello", "/api/task/apply/celery.accumulate",
                  "/api/task/revoke/abc", f"/api/worker/shutdown/{node}",
                  f"/api/worker/pool/shrink/{node}"]:
@@ -274,8 +276,25 @@ def test_scaled_service_runs_a_burst_on_three_workers_and_its_queue_drains(up: U
     wait_for(lambda: up.metric("braid_queue_depth", "outside") == 0, 10, "the queue to drain")
 
 
+def _redis_password(up: Up) -> str:
+    return (Path(up.env["BRAID_STATE_DIR"]) / "redis-password").read_text().strip()
+
+
+def test_the_embedded_redis_refuses_clients_without_its_generated_password(up: Up) -> None:
+    """Given `braid up` with the embedded Redis, when a local process connects without the
+    password, then every command is refused; the password is in the state dir, readable by
+    its owner alone, and with it the same command succeeds."""
+    port = int(up.env["BRAID_EMBEDDED_REDIS_PORT"])
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=port).lpush("outside", "anything")
+    path = Path(up.env["BRAID_STATE_DIR"]) / "redis-password"
+    assert path.stat().st_mode & 0o077 == 0
+    assert redis.Redis(port=port, password=_redis_password(up)).ping()
+
+
 def test_a_worker_started_separately_joins_and_takes_jobs(up: Up) -> None:
-    env = {**up.env, "BRAID_REDIS_URL": f"redis://127.0.0.1:{up.env['BRAID_EMBEDDED_REDIS_PORT']}/0"}
+    port = up.env["BRAID_EMBEDDED_REDIS_PORT"]
+    env = {**up.env, "BRAID_REDIS_URL": f"redis://:{_redis_password(up)}@127.0.0.1:{port}/0"}
     extra = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "outside", "--app",
                               "outside_app"], cwd=up.log.parent, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)

@@ -73,7 +73,7 @@ def run_held(app: Celery, node: str, client: redis.Redis, inflight: str,
             task = app.tasks[request["task"]]
         except Exception:
             # not a message this worker can run: hand it back to its queue at kombu's next
-            # restore (as reclaim does for a dead worker's messages)
+            # restore
             log.exception("held message %s cannot run here; handing it back", tag)
             with client.pipeline(transaction=False) as pipe:
                 pipe.zadd(UNACKED_INDEX, {tag: 0}, xx=True)

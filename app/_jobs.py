@@ -197,11 +197,13 @@ class StepRecorder:
     def finish(self, job: str, step: str, packed: str, *, sink: bool, whole: bool,
                counts: bool = True, tag: str = "", element_of: tuple[str, bool, bool] | None = None,
                expansion: Expansion | None = None, handoff: HandOff = HandOff(),
-               record: Sequence[Command] = (), **timing: Any) -> Finished:
+               record: Sequence[Command] = (), attempt: int | None = None,
+               **timing: Any) -> Finished:
         """Store a step's output, hand off and settle its message ``tag`` (see
         finish_step.lua). ``element_of`` is the map (name, sink, whole) whose element this
         step is; ``record``, commands to run in the same round trip whatever the job's
-        state (the record of the batch the step ran in)."""
+        state (the record of the batch the step ran in). A finish of ``attempt`` after a
+        later attempt started is ``fenced``: it changes nothing."""
         now = time.time()
         final = event(job, "succeeded", final=True)
         map_args: list[Any] = ["", "", ""]
@@ -220,11 +222,13 @@ class StepRecorder:
         args: list[Any] = [step, now, job, EVENTS, packed, _flags(sink, whole, counts), tag,
                            event(job, "succeeded", step, **timing), final, *map_args,
                            *expand_args, handoff.chord_task if group else "",
-                           handoff.chord_ttl_s]
+                           handoff.chord_ttl_s, "" if attempt is None else attempt]
         _encoded(handoff.commands, keys, args)
         _encoded(record, keys, args)
         reply = self._finish(keys=keys, args=args)
         if tag:
+            # done in the script, or (fenced) the message is a later attempt's now: kombu's
+            # ack must not remove its unacked entry
             settle(tag)
         return Finished(reply[0].decode(), reply[1].decode(), [bytes(m) for m in reply[2:]])
 
@@ -233,16 +237,24 @@ class StepRecorder:
                       args=[job, time.time(), result, EVENTS, event(job, "succeeded", final=True)])
 
     def fail(self, job: str, step: str, error: Mapping[str, Any], state: str = "failed",
-             tag: str = "", **timing: Any) -> None:
+             tag: str = "", attempt: int | None = None, **timing: Any) -> bool:
+        """Record that ``step`` failed (or was cancelled) and end its job (fail_step.lua);
+        False if ``attempt`` was fenced off by a later one (nothing changed)."""
         now = time.time()
         step_error = json.dumps(dict(error))
         job_error = json.dumps({"step": step, **error})
-        self._fail(
+        reply = self._fail(
             keys=[job_key(job), steps_key(job), DEADLINES, self.inflight],
             args=[step, now, job, state, step_error, job_error, EVENTS,
                   event(job, state, step, error=dict(error), **timing),
-                  event(job, "failed", final=True, error={"step": step, **error}), tag],
+                  event(job, "failed", final=True, error={"step": step, **error}), tag,
+                  "" if attempt is None else attempt],
         )
+        if reply and reply[0] == b"fenced":
+            if tag:  # the message is a later attempt's now: kombu's ack must not touch it
+                settle(tag)
+            return False
+        return True
 
     def retrying(self, job: str, step: str, error: Mapping[str, Any], delay: float) -> None:
         fields = {step_field(step, StepField.state): "retrying",

@@ -28,6 +28,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from celery.worker.request import Request
+from kombu.utils.json import dumps
 
 from app._batch import strategy
 from app._dead_letters import keep_aside
@@ -52,7 +53,7 @@ from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 from app._step import StepTask, Worker, run_map, run_step
-from app._transport import UNACKED_INDEX
+from app._transport import UNACKED, UNACKED_INDEX
 
 __all__ = ["NODE_ENV", "device", "live_processes", "register", "select_device"]
 
@@ -108,17 +109,19 @@ def _worker(settings: Settings, svc: ServiceSpec, solo: bool, inflight_ttl_s: in
     return _WORKER
 
 
-def _killed(settings: Settings, job: str, step: str, limit: float, **timing: Any) -> None:
-    """Record that ``step`` was killed at its hard time limit: from the solo worker itself,
-    or from a prefork worker's main process (which holds no worker state of its own)."""
+def _killed(settings: Settings, job: str, step: str, limit: float, attempt: int | None = None,
+            **timing: Any) -> None:
+    """Record that ``step`` was killed at its hard time limit: from the solo worker itself
+    (its ``attempt``: fenced off if a later one started), or from a prefork worker's main
+    process (which holds no worker state of its own)."""
     recorder = _WORKER.recorder if _WORKER is not None else StepRecorder(
         _client(settings), settings.job_ttl_s, settings.blob_threshold)
     recorder.fail(job, step, {"type": "StepTimeout", "message": f"step {step!r} was killed at "
-                              f"its hard time limit of {limit:g} s"}, **timing)
+                              f"its hard time limit of {limit:g} s"}, attempt=attempt, **timing)
 
 
 def _hard_limit(settings: Settings, run: StepRun, limit: float) -> None:
-    _killed(settings, run.job, run.step, limit, **run.timing())
+    _killed(settings, run.job, run.step, limit, run.attempts, **run.timing())
 
 
 def _die_with_parent() -> None:
@@ -239,8 +242,20 @@ def _listen_cancels(settings: Settings, interrupts: Interrupts) -> None:
 def reclaim(client: redis.Redis, node: str) -> int:
     """Hand back at once the messages the dead worker ``node`` was running (see
     reclaim.lua); returns how many were still unacked."""
+    inflight = inflight_key(node)
+    tags = [t.decode() if isinstance(t, bytes) else str(t) for t in client.hkeys(inflight)]
+    keys, args = [inflight, UNACKED, UNACKED_INDEX], []
+    for tag, entry in zip(tags, client.hmget(UNACKED, tags) if tags else [], strict=True):
+        if entry is None:
+            continue
+        message, _, queue = json.loads(entry)
+        # as kombu's restore marks it (its queue: a Braid message's routing key)
+        message.setdefault("headers", {})["redelivered"] = True
+        message["properties"].setdefault("delivery_info", {})["redelivered"] = True
+        keys.append(queue)
+        args += [tag, dumps(message)]
     script = client.register_script(_lua("reclaim"))
-    return int(script(keys=[inflight_key(node), UNACKED_INDEX]))
+    return int(script(keys=keys, args=args))
 
 
 def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Event) -> None:
@@ -250,10 +265,18 @@ def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Even
     that missed three beats is dead: its running messages are handed back at once."""
     client = _client(settings)
     key = alive_key(service)
+    live = False
     while True:
         try:
             now = time.time()
-            client.zadd(key, {node: now}, xx=True)
+            if client.zadd(key, {node: now}, xx=True, ch=True):
+                live = True
+            elif live:
+                # counted dead by a peer (it missed beats: stalled, or cut off from Redis),
+                # which handed back what it ran; it serves on, so it is live again
+                client.zadd(key, {node: now})
+                log.warning("worker %s was counted dead (it missed heartbeats); its running "
+                            "steps were handed back and will not be finished by it", node)
             for dead in client.zrangebyscore(key, "-inf", now - settings.alive_window_s):
                 name = dead.decode() if isinstance(dead, bytes) else str(dead)
                 if client.zrem(key, name) and (n := reclaim(client, name)):

@@ -381,6 +381,11 @@ def _skip(task: Task, action: str) -> None:
     raise Ignore()
 
 
+def _fenced(job: str, step: str, attempt: int) -> None:
+    log.warning("step %s of job %s: attempt %d ended after a later attempt started (this "
+                "worker was counted dead); it changes nothing", step, job, attempt)
+
+
 def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
         outcome: Outcome) -> None:
     """Record how a step ended: store its output and hand off, retry, or fail (raising to
@@ -388,23 +393,27 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
     run, call, tag = begun.run, begun.call, begun.tag
     job, step = run.job, run.step
     exc = begun.failure or outcome.error
+
+    def fail(error: Mapping[str, Any], state: str = "failed", **timing: Any) -> None:
+        if not w.recorder.fail(job, step, error, state, tag=tag, attempt=run.attempts,
+                               **timing):
+            _fenced(job, step, run.attempts)
+            raise Ignore()
+
     if isinstance(exc, _TooManyAttempts):
-        w.recorder.fail(job, step, {"type": "TooManyAttempts", "message":
-                        f"step {step!r} was attempted {run.attempts - 1} times "
-                        "(its worker died or it kept failing); giving up"}, tag=tag)
+        fail({"type": "TooManyAttempts", "message": f"step {step!r} was attempted "
+              f"{run.attempts - 1} times (its worker died or it kept failing); giving up"})
         raise StepFailed(f"{step}: too many attempts")
     if isinstance(exc, Interrupt | SoftTimeLimitExceeded):
         if w.recorder.cancelled(job):
-            w.recorder.fail(job, step, {"type": "Cancelled", "message": "job cancelled"},
-                            state="cancelled", tag=tag)
+            fail({"type": "Cancelled", "message": "job cancelled"}, "cancelled")
             raise Ignore() from None
-        w.recorder.fail(job, step, {"type": "StepTimeout", "message":
-                        f"step {step!r} ran past its timeout of {svc.timeout:g} s"}, tag=tag,
-                        **run.timing())
+        fail({"type": "StepTimeout", "message":
+              f"step {step!r} ran past its timeout of {svc.timeout:g} s"}, **run.timing())
         log.warning("step %s of job %s timed out", step, job)
         raise StepFailed(f"{step}: timed out") from None
     if isinstance(exc, _Invalid):
-        w.recorder.fail(job, step, exc.error, tag=tag, **run.timing())
+        fail(exc.error, **run.timing())
         log.warning("step %s of job %s failed: %s", step, job, exc.error["message"])
         raise StepFailed(f"{step}: {exc.error['type']}: {exc.error['message']}") from None
     if exc is not None:
@@ -413,7 +422,7 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
             delay = spec.retry.delay(run.attempts)
             w.recorder.retrying(job, step, error, delay)
             raise task.retry(countdown=delay, max_retries=None) from None
-        w.recorder.fail(job, step, error, tag=tag, **run.timing())
+        fail(error, **run.timing())
         log.warning("step %s of job %s failed:\n%s", step, job, error["traceback"].rstrip())
         raise StepFailed(f"{step}: {error['type']}: {error['message']}") from exc
     blob = outcome.blob
@@ -424,7 +433,9 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
         whole=call.whole and element_of is None, counts=element_of is None, tag=tag,
         element_of=element_of, expansion=outcome.expansion,
         handoff=_hand_off(task, job, call, outcome.expansion, stored), record=outcome.record,
-        **run.timing())
+        attempt=run.attempts, **run.timing())
+    if finished.status == "fenced":
+        return _fenced(job, step, run.attempts)
     if finished.status == "complete":
         _assemble(w, job, finished.output_spec)
     if finished.held:
@@ -473,7 +484,7 @@ def run_map(w: Worker, task: Task, job: str, step: str, wire_call: Mapping[str, 
         raise Ignore()
     if not items:
         finished = w.recorder.finish(job, step, "[]", sink=call.sink, whole=call.whole,
-                                     tag=tag)
+                                     tag=tag, attempt=start.attempts)
         if finished.status == "complete":
             _assemble(w, job, finished.output_spec)
         return

@@ -96,10 +96,10 @@ class System:
     def stop_redis(self) -> None:
         self.stop("redis")
 
-    def start_worker(self, service: str, index: int = 0) -> str:
+    def start_worker(self, service: str, index: int = 0, **env: str) -> str:
         name = f"worker-{service}" + (f"-{index}" if index else "")
         self._spawn(name, [sys.executable, "-m", "app.cli", "worker", service,
-                           "--index", str(index)])
+                           "--index", str(index)], env={**self.env, **env})
         return name
 
     def start_api(self, name: str = "api", port: int | None = None, **env: str) -> str:

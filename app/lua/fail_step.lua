@@ -3,9 +3,15 @@
 -- ARGV[1] step   ARGV[2] now   ARGV[3] job id   ARGV[4] the step's state ('failed' or
 -- 'cancelled')   ARGV[5] step error (JSON)   ARGV[6] job error (JSON)   ARGV[7] events channel
 -- ARGV[8] step event   ARGV[9] the job's final event   ARGV[10] broker delivery tag ('' if none)
--- Returns {'cancelled'} for a cancelled step, else what end_job returns.
+-- ARGV[11] the attempt that failed ('' for any): if a later attempt started, this one is
+--          fenced off
+-- Returns {'fenced'} (changing nothing) if a later attempt of the step started,
+-- {'cancelled'} for a cancelled step, else what end_job returns.
 local job, steps = KEYS[1], KEYS[2]
 local s, now = ARGV[1], ARGV[2]
+if ARGV[11] ~= '' and redis.call('HGET', steps, s .. '|attempts') ~= ARGV[11] then
+  return {'fenced'}
+end
 if ARGV[10] ~= '' then redis.call('HDEL', KEYS[4], ARGV[10]) end
 redis.call('HSET', steps, s .. '|state', ARGV[4], s .. '|finished_at', now, s .. '|error', ARGV[5])
 redis.call('PUBLISH', ARGV[7], ARGV[8])

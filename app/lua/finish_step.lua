@@ -20,6 +20,8 @@
 -- ARGV[15] that map's flags   ARGV[16] its succeeded event (it succeeds at once if empty)
 -- ARGV[17] n elements   ARGV[18 .. 17+n] the elements (wire text)
 -- ARGV[18+n] this step's task id if it is a part of a chord ('' if not)   ARGV[19+n] chord ttl
+-- ARGV[20+n] the attempt this finish ends ('' for any): if a later attempt started (its
+--            worker was counted dead and its message handed back), this one is fenced off
 -- then the hand-off (the next messages) as Redis commands: how many, then per command its
 -- argument count c, its name and c arguments; its key is the next KEYS entry. (The chord's
 -- body, stored when the chord was published, names its queues itself.) Then, in the same
@@ -30,14 +32,19 @@
 -- message of an inline API: instead of its queue it goes to this worker, delivered (in
 -- kombu's unacked hash and index, and the worker's inflight hash: a worker that dies with
 -- it hands it back to its queue).
--- Returns {status, output spec or '', held message ...}: status 'ok', 'ended' if the job
--- is not running any more, 'succeeded' if this made the job succeed, or 'complete' (with
+-- Returns {status, output spec or '', held message ...}: status 'ok', 'fenced' (changing
+-- nothing) if a later attempt of the step started, 'ended' if the job is not running any more, 'succeeded' if this made the job succeed, or 'complete' (with
 -- the output spec) when the job's last sink finished and its result must be assembled.
 local job, steps, data, inflight, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local s, now, id, channel, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
 local n = tonumber(ARGV[17])
 
-local cursor, key = 20 + n, 11
+local attempt = ARGV[20 + n]
+if attempt ~= '' and redis.call('HGET', steps, s .. '|attempts') ~= attempt then
+  return {'fenced', ''}
+end
+
+local cursor, key = 21 + n, 11
 local function commands()
   local count = tonumber(ARGV[cursor])
   cursor = cursor + 1

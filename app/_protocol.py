@@ -6,9 +6,9 @@
   and step outputs, by reference name). Jobs are ordered in :data:`JOBS`, deadlines in
   :data:`DEADLINES`; transitions are published on :data:`EVENTS`; messages that no worker
   can run are kept aside in :data:`DEAD_LETTERS`. Workers announce themselves in
-  :func:`alive_key` and :func:`processes_key`, and note the broker messages they are running
-  in :func:`inflight_key` (so a dead worker's messages can be handed back at once, see
-  ``reclaim.lua``).
+  :func:`alive_key` and :func:`processes_key`, and note the broker messages they took in
+  :func:`reserved_key` (until delivered) and :func:`inflight_key` (from delivery to their
+  step's end), so that a dead worker's messages can be handed back at once (``reclaim.lua``).
 * **References.** A value in a job's data hash is named :func:`input_ref`,
   :func:`output_ref` or :func:`element_ref`; a call's arguments are :class:`Spec` trees
   (``{"$r": ref}``, ``{"$c": constant}``, ``{"$l": [...]}``, ``{"$d": {...}}``,
@@ -30,6 +30,7 @@ __all__ = [
     "DEADLINES",
     "DEAD_LETTERS",
     "EVENTS",
+    "IDEMPOTENCY_KEY",
     "ITEM",
     "JOBS",
     "PROCESSES_PREFIX",
@@ -44,6 +45,7 @@ __all__ = [
     "dict_spec",
     "element_ref",
     "element_step",
+    "idempotency_key",
     "inflight_key",
     "input_ref",
     "is_const",
@@ -54,6 +56,7 @@ __all__ = [
     "processes_key",
     "ref_spec",
     "refs_in",
+    "reserved_key",
     "resolve",
     "split_step_field",
     "step_field",
@@ -73,6 +76,9 @@ DEAD_LETTERS = f"{_PREFIX}dead-letters"
 """List, newest first: broker messages a worker refused (undecodable, malformed, or for a task
 it does not run), each a JSON record of its queue, why, when and the message (see
 :mod:`app._dead_letters`)."""
+IDEMPOTENCY_KEY = "Idempotency-Key"
+"""The submission header (client and API): a submission repeated with it answers with the
+job the first made (see :func:`idempotency_key`)."""
 ALIVE_PREFIX = f"{_PREFIX}alive:"
 PROCESSES_PREFIX = f"{_PREFIX}processes:"
 _JOB_PREFIX = f"{_PREFIX}job:"
@@ -108,6 +114,18 @@ def processes_key(service: str) -> str:
 def inflight_key(node: str) -> str:
     """Hash: broker delivery tag -> step, for the messages worker ``node`` is running."""
     return f"{_PREFIX}inflight:{node}"
+
+
+def reserved_key(node: str) -> str:
+    """List: messages worker ``node`` took off its queue and has not yet noted as delivered
+    (a message the broker hands to a worker that just died waits here, not nowhere)."""
+    return f"{_PREFIX}reserved:{node}"
+
+
+def idempotency_key(digest: str) -> str:
+    """The job an ``Idempotency-Key`` made (``<job id> <request digest>``), with the job's
+    TTL; ``digest`` names the key within its caller's scope (see ``api.jobs``)."""
+    return f"{_PREFIX}idempotency:{digest}"
 
 
 def chord_parts_key(group: str) -> str:

@@ -48,12 +48,13 @@ from app._protocol import (
     decode_step,
     inflight_key,
     processes_key,
+    reserved_key,
 )
 from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 from app._step import StepTask, Worker, run_map, run_step
-from app._transport import UNACKED, UNACKED_INDEX
+from app._transport import NODE_OPTION, UNACKED, UNACKED_INDEX, Node
 
 __all__ = ["NODE_ENV", "device", "live_processes", "register", "select_device"]
 
@@ -239,32 +240,33 @@ def _listen_cancels(settings: Settings, interrupts: Interrupts) -> None:
             backoff = min(backoff * 2, 2.0)
 
 
-def reclaim(client: redis.Redis, node: str) -> int:
-    """Hand back at once the messages the dead worker ``node`` was running (see
-    reclaim.lua); returns how many were still unacked."""
-    inflight = inflight_key(node)
+def reclaim(client: redis.Redis, node: str, queue: str) -> int:
+    """Hand back at once the messages the dead worker ``node`` of ``queue`` held (see
+    reclaim.lua); returns how many."""
+    inflight, reserved = inflight_key(node), reserved_key(node)
     tags = [t.decode() if isinstance(t, bytes) else str(t) for t in client.hkeys(inflight)]
-    keys, args = [inflight, UNACKED, UNACKED_INDEX], []
+    unacked, queues = [], []
     for tag, entry in zip(tags, client.hmget(UNACKED, tags) if tags else [], strict=True):
         if entry is None:
             continue
-        message, _, queue = json.loads(entry)
+        message, _, routing_key = json.loads(entry)
         # as kombu's restore marks it (its queue: a Braid message's routing key)
         message.setdefault("headers", {})["redelivered"] = True
         message["properties"].setdefault("delivery_info", {})["redelivered"] = True
-        keys.append(queue)
-        args += [tag, dumps(message)]
+        queues.append(routing_key)
+        unacked += [tag, dumps(message)]
     script = client.register_script(_lua("reclaim"))
-    return int(script(keys=keys, args=args))
+    return int(script(keys=[inflight, UNACKED, UNACKED_INDEX, reserved, queue, *queues],
+                      args=[len(queues), *unacked, *client.lrange(reserved, 0, -1)]))
 
 
-def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Event) -> None:
-    """Say every few seconds that ``node`` still serves ``service``; /readyz and the metrics
+def _heartbeat(settings: Settings, svc: ServiceSpec, node: str, stop: threading.Event) -> None:
+    """Say every few seconds that ``node`` still serves ``svc``; /readyz and the metrics
     count live workers from this, without asking Celery. Only refreshes: a node becomes live
     when a process has loaded its model (``_load_model``), not when Celery is up. A peer
     that missed three beats is dead: its running messages are handed back at once."""
     client = _client(settings)
-    key = alive_key(service)
+    key = alive_key(svc.name)
     live = False
     while True:
         try:
@@ -279,7 +281,7 @@ def _heartbeat(settings: Settings, service: str, node: str, stop: threading.Even
                             "steps were handed back and will not be finished by it", node)
             for dead in client.zrangebyscore(key, "-inf", now - settings.alive_window_s):
                 name = dead.decode() if isinstance(dead, bytes) else str(dead)
-                if client.zrem(key, name) and (n := reclaim(client, name)):
+                if client.zrem(key, name) and (n := reclaim(client, name, svc.queue)):
                     log.warning("worker %s stopped beating; handed back its %d running "
                                 "step(s)", name, n)
         except redis.RedisError as exc:
@@ -362,6 +364,10 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
     """Register ``svc``'s tasks and the inline APIs of the other ``services`` (only those:
     other names are refused) and build its model in the process that runs them."""
     celery.braid_settings = settings
+    # the transport notes what this worker takes and runs under its node name (reclaim)
+    celery.conf.broker_transport_options = {
+        **celery.conf.broker_transport_options,
+        NODE_OPTION: Node(_node(svc.name), inflight_ttl_s)}
     # what this worker runs (app._consumer refuses any other task a message names)
     celery.braid_runs = runs = {a.task_name for a in svc.apis.values()}
     limits = {"soft_time_limit": svc.timeout,
@@ -388,7 +394,7 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
         # before this worker consumes anything: what a node of its name still has in flight
         # was left by a predecessor that died
         with contextlib.suppress(redis.RedisError):
-            if n := reclaim(_client(settings), _node(svc.name)):
+            if n := reclaim(_client(settings), _node(svc.name), svc.queue):
                 log.warning("handed back the %d step(s) a previous %s was running", n,
                             _node(svc.name))
 
@@ -403,7 +409,7 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
 
     def ready(sender: Any = None, **_: Any) -> None:
         node = getattr(sender, "hostname", None) or _node(svc.name)
-        thread = threading.Thread(target=_heartbeat, args=(settings, svc.name, node, stop),
+        thread = threading.Thread(target=_heartbeat, args=(settings, svc, node, stop),
                                   name="braid-heartbeat", daemon=True)
         thread.start()
         beat.append(thread)

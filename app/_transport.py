@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -42,9 +43,10 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from app._dead_letters import keep_aside
+from app._protocol import inflight_key, reserved_key
 
-__all__ = ["HOLD", "UNACKED", "UNACKED_INDEX", "Transport", "capture", "captured", "holding", "queued_behind",
-           "send", "settle", "settled"]
+__all__ = ["HOLD", "NODE_OPTION", "UNACKED", "UNACKED_INDEX", "Node", "Transport", "capture",
+           "captured", "holding", "queued_behind", "send", "settle", "settled"]
 
 UNACKED: str = kombu_redis.Channel.unacked_key
 """kombu's hash of delivered, unacked messages (delivery tag -> message)."""
@@ -123,15 +125,24 @@ _BEHIND: dict[str, int] = {}
 
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
-        # kombu's bookkeeping of a delivered message, and with it the length of the queue it
-        # came from (a Braid queue has a direct exchange of its own name), for a batch
-        # forming in this worker to know whether more calls wait, without a round trip of
-        # its own
+        # kombu's bookkeeping of a delivered message, and with it: in a worker, the message
+        # moves from the node's reserved list to its inflight hash (a worker that dies with
+        # it hands it back, see reclaim.lua); and the length of the queue it came from (a
+        # Braid queue has a direct exchange of its own name), for a batch forming in this
+        # worker to know whether more calls wait, without a round trip of its own
         info = message.delivery_info
         exchange, queue = info["exchange"], info["routing_key"]
+        channel: Channel = self.channel
+        node, popped = channel.node, channel.popped
+        channel.popped = None
         with self.pipe_or_acquire() as pipe:
             pipe.zadd(UNACKED_INDEX, {delivery_tag: time.time()})
             pipe.hset(UNACKED, delivery_tag, dumps([message._raw, exchange, queue]))
+            if node is not None:
+                pipe.hset(inflight_key(node.name), delivery_tag, "reserved")
+                pipe.expire(inflight_key(node.name), node.inflight_ttl_s)
+                if popped is not None:
+                    pipe.lrem(reserved_key(node.name), 1, popped)
             if exchange == queue:
                 pipe.llen(queue)
             replies = pipe.execute()
@@ -139,12 +150,32 @@ class QoS(kombu_redis.QoS):
             _BEHIND[queue] = int(replies[-1])
         virtual.QoS.append(self, message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        # kombu's ack, reject and restore of a message; in a worker, it leaves the inflight
+        # hash with it
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
+        node = self.channel.node
+        return pipe if node is None else pipe.hdel(inflight_key(node.name), delivery_tag)
+
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in _SETTLED:
             _SETTLED.discard(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)  # the in-memory part only
             return
         super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Node:
+    """The worker a channel consumes for: its node name, and how long its inflight hash
+    outlives its last write."""
+
+    name: str
+    inflight_ttl_s: int
+
+
+NODE_OPTION = "braid_node"
+"""The broker transport option that names the consuming worker (:class:`Node`)."""
 
 
 class Channel(kombu_redis.Channel):
@@ -157,7 +188,13 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tables: dict[str, list[tuple[str, ...]]] = {}
         self._sync_client: redis.Redis | None = None
+        self.popped: bytes | None = None
+        """The message just taken off the queue, until QoS.append notes its delivery."""
+        self._moving: str | None = None
+        """The queue a BLMOVE in flight takes from (None: a BRPOP, or nothing)."""
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        node = self.connection.client.transport_options.get(NODE_OPTION)
+        self.node: Node | None = node if isinstance(node, Node) else None
 
     def get_table(self, exchange: str) -> list[tuple[str, ...]]:
         table = self._tables.get(exchange)
@@ -192,24 +229,48 @@ class Channel(kombu_redis.Channel):
         captured.append(("LPUSH", key, payload))
 
 
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        # a worker takes a message by moving it to its reserved list (BLMOVE), not popping
+        # it (BRPOP): a message Redis hands to a connection whose process just died (the
+        # kernel closed it, Redis has not noticed yet) is then not lost with it
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if self.node is None or len(queues) != 1:
+            self._moving = None
+            super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
+            return
+        self._moving = queues[0]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu: None until sent
+        self.client.connection.send_command(
+            "BLMOVE", queues[0], reserved_key(self.node.name), "RIGHT", "LEFT",
+            self.brpop_timeout if timeout is None else timeout or 0)
+
     def _brpop_read(self, **options: Any) -> bool:
-        # kombu 5.7's own, but a message that does not decode is kept aside, not raised
+        # kombu 5.7's own (and BLMOVE's reply), but a message that does not decode is kept
+        # aside, not raised
         try:
+            command = "BRPOP" if self._moving is None else "BLMOVE"
             try:
-                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()  # the next poll reconnects
                 raise
             if not reply:
                 raise virtual.Empty()
-            dest, item = reply
-            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            if self._moving is not None:
+                queue, item = self._moving, reply
+            else:
+                dest, item = reply
+                queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
             message, why = self._decoded(item)
             if message is None:
                 with self.conn_or_acquire() as client:
                     keep_aside(client, queue, why, item)
+                    if self._moving is not None and self.node is not None:
+                        client.lrem(reserved_key(self.node.name), 1, item)
                 return True
+            self.popped = None if self._moving is None else item
             self.connection._deliver(message, queue)
             return True
         finally:

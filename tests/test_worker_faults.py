@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
 import httpx
 
-from app._protocol import alive_key
+from app._protocol import alive_key, inflight_key, reserved_key
 from tests.harness import System, wait_for
 from tests.jobs_helpers import marks, submit, wait
 
@@ -53,3 +54,42 @@ def test_a_stalled_workers_step_runs_again_elsewhere_and_its_own_attempt_is_fenc
     finally:
         for name in workers:
             system.stop(name)
+
+
+def test_a_message_taken_by_a_worker_that_died_at_once_runs_when_it_restarts(
+        system: System, http: httpx.Client) -> None:
+    """A worker takes a message by moving it to its reserved list: when Redis hands a
+    message to a connection whose process just died (before Redis saw it close), the
+    message waits there instead of being lost, and the worker's next incarnation (or a peer
+    that sees it dead) hands it back."""
+    # given a queued job of a service without workers
+    job = submit(http, "/v1/services/parked/mark/jobs", {"key": "taken-by-the-dead"})
+    # when a worker of it takes the message and dies before noting its delivery
+    node = f"parked@{socket.gethostname()}-7"
+    assert system.redis().lmove("parked", reserved_key(node), "RIGHT", "LEFT") is not None
+    assert system.redis().llen("parked") == 0
+    # then the worker, restarted under its name, hands it back, and the job runs
+    name = system.start_worker("parked", 7)
+    try:
+        assert wait(http, job, 60)["state"] == "succeeded"
+        assert marks(system.redis(), "taken-by-the-dead") == 1
+        assert system.redis().llen(reserved_key(node)) == 0
+    finally:
+        system.stop(name)
+
+
+def test_once_its_jobs_end_no_worker_holds_a_message(system: System, http: httpx.Client) -> None:
+    """What a worker notes as taken or running (its reserved list, its inflight hash) is
+    cleared as each message ends: nothing is left to hand back twice later."""
+    jobs = [submit(http, "/v1/services/echo/echo/jobs", {"value": i}) for i in range(5)]
+    jobs += [submit(http, "/v1/services/batcher/double/jobs", {"xs": i}) for i in range(5)]
+    jobs.append(submit(http, "/v1/pipelines/inline-join/jobs", {"x": 1, "y": 2}))
+    assert {wait(http, job)["state"] for job in jobs} == {"succeeded"}
+    client = system.redis()
+
+    def held() -> dict[bytes, int]:
+        lists = {k: client.llen(k) for k in client.scan_iter(reserved_key("*"))}
+        hashes = {k: client.hlen(k) for k in client.scan_iter(inflight_key("*"))}
+        return {k: n for k, n in {**lists, **hashes}.items() if n}
+
+    wait_for(lambda: not held() or None, 10, "every worker to hold nothing")

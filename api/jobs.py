@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import time
 from typing import Any
@@ -14,11 +15,27 @@ from pydantic import BaseModel
 
 from api.deps import Braid
 from api.hub import expire
-from app import BrokerUnavailable, InvalidInput, JobNotFound, JobState, _codec
+from app import (
+    BraidError,
+    BrokerUnavailable,
+    IdempotencyConflict,
+    InvalidInput,
+    JobNotFound,
+    JobState,
+    _codec,
+)
 from app._canvas import new_job
 from app._jobs import new_job_id
 from app._pipeline import Pipeline
-from app._protocol import JobField, StepField, map_of, split_step_field
+from app._protocol import (
+    IDEMPOTENCY_KEY,
+    JobField,
+    StepField,
+    idempotency_key,
+    job_key,
+    map_of,
+    split_step_field,
+)
 from app._types import to_rest
 from app._views import JobAccepted, JobView
 
@@ -37,41 +54,113 @@ def status_url(request: Request, braid: Braid, job: str) -> str:
 
 
 async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseModel,
-                 wait: float | None = None) -> JSONResponse:
+                 wait: float | None = None, key: str | None = None) -> JSONResponse:
     """Store the job and publish its canvas, in one round trip; 202 with where to follow
-    it. With ``wait``, answer 200 with the final job if it ends within that many seconds."""
+    it. With ``wait``, answer 200 with the final job if it ends within that many seconds.
+    With an ``Idempotency-Key`` seen before (from the same API key), the job it made, or a
+    409 when it came with another request."""
     texts: dict[str, str] = {}
     blobs: dict[str, str] = {}
+    digest = hashlib.sha256(pipeline.name.encode())
     for name, value in body:
         try:
-            texts[name], blob = _codec.pack(value, braid.settings.blob_threshold)
+            text = _codec.dumps(_codec.encode(value))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"invalid request: {name}: {exc}",
                                errors=[{"field": name, "message": str(exc)}]) from None
+        digest.update(f"\0{name}\0{text}".encode())
+        texts[name], blob = _codec.pack_text(text, braid.settings.blob_threshold)
         if blob is not None:
             blobs[blob[0]] = blob[1]
     deadline = pipeline.derived_deadline(braid.settings.time_limit_grace_s,
                                          braid.settings.deadline_slack_s)
     job = new_job_id()
-    url = status_url(request, braid, job)
+    idempotency = None if key is None else (
+        _idempotency_record(request, key), f"{job} {digest.hexdigest()}")
     async with braid.hub.watch(job) as events:
         try:
             # the canvas's first messages (built by Celery once per pipeline), written with
             # the job
             messages = braid.template(pipeline).commands(job)
             created = await braid.store.create(job, new_job(pipeline, texts, deadline), blobs,
-                                               messages)
+                                               messages, idempotency)
         except Exception as exc:
-            raise BrokerUnavailable(f"could not store and publish the job ({exc}); nothing "
-                                    "was queued, retry once Redis is back") from exc
-        braid.metrics.accepted(job, pipeline.name, created)
+            raise await _unavailable(braid, request, job, exc) from exc
+        if created.seen is not None:
+            first, _, seen = created.seen.partition(" ")
+            if seen != digest.hexdigest():
+                raise IdempotencyConflict(
+                    f"the {IDEMPOTENCY_KEY} {key!r} was used for another request (job "
+                    f"{first}): send a new key for a new request")
+            return await _answer(braid, request, pipeline, first, wait)
+        braid.metrics.accepted(job, pipeline.name, created.at)
         if wait:
             view = await until_final(braid, job, events, min(wait, braid.settings.max_wait_s))
             if view.state.final:
-                return ViewResponse(view, headers={"Location": url})
+                return ViewResponse(view, headers={"Location": status_url(request, braid, job)})
+    return _accepted(request, braid, pipeline, job, created.at)
+
+
+def _accepted(request: Request, braid: Braid, pipeline: Pipeline, job: str,
+              created: float) -> JSONResponse:
+    url = status_url(request, braid, job)
     accepted = JobAccepted(id=job, state=JobState.queued, pipeline=pipeline.name,
                            created_at=dt.datetime.fromtimestamp(created, dt.UTC), status_url=url)
     return ViewResponse(accepted, status_code=202, headers={"Location": url})
+
+
+async def _answer(braid: Braid, request: Request, pipeline: Pipeline, job: str,
+                  wait: float | None) -> JSONResponse:
+    """The answer to a submission repeated with its Idempotency-Key: as the first one's
+    (202, or with ``wait`` the final job if it ends in time)."""
+    async with braid.hub.watch(job) as events:
+        view = await read_job(braid, job, with_steps=False)
+        if wait and not view.state.final:
+            view = await until_final(braid, job, events, min(wait, braid.settings.max_wait_s))
+    if wait and view.state.final:
+        return ViewResponse(await read_job(braid, job),
+                            headers={"Location": status_url(request, braid, job)})
+    created = view.created_at.timestamp() if view.created_at else time.time()
+    return _accepted(request, braid, pipeline, job, created)
+
+
+def _idempotency_record(request: Request, key: str) -> str:
+    """Where ``key``'s job is noted: per API key (two callers' keys never meet)."""
+    scope = request.headers.get("authorization", "")
+    return idempotency_key(hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest())
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether ``exc`` came from connecting to Redis (so nothing was sent), not later."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def _unavailable(braid: Braid, request: Request, job: str,
+                       exc: Exception) -> BraidError:
+    """Redis failed while the job was written: the job exists if the write reached Redis
+    before its reply was lost. Say which, where the API can still tell; a 503 never hides a
+    job that runs."""
+    if _never_connected(exc):
+        return BrokerUnavailable(f"could not reach Redis to store the job ({exc}); nothing was "
+                                 "queued, retry once Redis is back")
+    try:
+        exists = bool(await braid.store.client.exists(job_key(job)))
+    except Exception:
+        return BrokerUnavailable(
+            f"Redis failed while the job was stored ({exc}) and cannot be asked whether it "
+            f"was: job {job} may exist ({status_url(request, braid, job)}); to retry safely, "
+            f"send the same {IDEMPOTENCY_KEY}", job=job)
+    if exists:
+        return BrokerUnavailable(
+            f"Redis failed after the job was stored ({exc}): job {job} exists and runs "
+            f"({status_url(request, braid, job)}); do not submit it again", job=job)
+    return BrokerUnavailable(f"could not store and publish the job ({exc}); nothing was "
+                             "queued, retry once Redis is back")
 
 
 def _steps(fields: dict[str, str]) -> dict[str, dict[str, Any]]:

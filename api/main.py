@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from api import docs, problems
 from api.deps import Braid
@@ -35,7 +37,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         # connections", which would fail those jobs' submissions with 503
         client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
             settings.broker_url, max_connections=_REDIS_CONNECTIONS, timeout=10,
-            socket_connect_timeout=2, socket_timeout=10))
+            socket_connect_timeout=2, socket_timeout=10, health_check_interval=30,
+            # a pooled connection that Redis closed (a restart) fails on its first use: it
+            # reconnects and sends again (a pool's connections retry nothing by default;
+            # every write of the API is safe to send twice, see create_job.lua)
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)))
         listener = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
         store = JobStore(client, settings.job_ttl_s)
         hub = Hub(listener, store, settings.sweep_interval_s)

@@ -16,7 +16,9 @@ their ``result`` is the REST JSON. When the API cannot be reached, every call ra
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
 
@@ -26,11 +28,14 @@ from pydantic import MISSING
 from app._decoder import decode
 from app._errors import ApiUnreachable, BraidError, JobFailed, error_for
 from app._jobs import JobState
+from app._protocol import IDEMPOTENCY_KEY
 from app._settings import Settings
 from app._types import to_rest
 from app._views import JobList, JobView
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
+
+log = logging.getLogger("braid.client")
 
 _LONG_POLL = 60.0
 
@@ -83,6 +88,15 @@ class _AsyncTransport(httpx.AsyncHTTPTransport):
             return await super().handle_async_request(request)
         except _NO_CONNECTION as exc:
             raise _unreachable(self.url, exc) from None
+
+
+_LOST = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.WriteError)
+"""Transport errors after which a submission may have been made: its reply was lost."""
+
+
+def _submission(pipeline: str, inputs: dict[str, Any]) -> tuple[str, Any, dict[str, str]]:
+    """The path, body and headers of a submission, with an idempotency key of its own."""
+    return _submit_path(pipeline), to_rest(inputs), {IDEMPOTENCY_KEY: uuid.uuid4().hex}
 
 
 def _submit_path(name: str) -> str:
@@ -287,8 +301,15 @@ class Client:
     def submit(self, pipeline: str, /, **inputs: Any) -> Job:
         """Start a job of ``pipeline`` (or of a service API, as ``"service.api"``) with
         ``inputs`` as its request body; numpy arrays, PIL images and bytes are sent in their
-        REST forms."""
-        accepted = _check(self.http.post(_submit_path(pipeline), json=to_rest(inputs)))
+        REST forms. The submission carries an ``Idempotency-Key`` of its own, so when its
+        reply is lost it is sent again, once, and answers with the same job."""
+        path, body, headers = _submission(pipeline, inputs)
+        try:
+            response = self.http.post(path, json=body, headers=headers)
+        except _LOST as exc:
+            log.info("the reply to a submission was lost (%r); asking again", exc)
+            response = self.http.post(path, json=body, headers=headers)
+        accepted = _check(response)
         return Job(self, accepted["id"], accepted.get("pipeline", pipeline))
 
     def call(self, service: str, api: str, /, **inputs: Any) -> Job:
@@ -378,7 +399,13 @@ class AsyncClient:
         self._schemas = _Schemas()
 
     async def submit(self, pipeline: str, /, **inputs: Any) -> AsyncJob:
-        accepted = _check(await self.http.post(_submit_path(pipeline), json=to_rest(inputs)))
+        path, body, headers = _submission(pipeline, inputs)
+        try:
+            response = await self.http.post(path, json=body, headers=headers)
+        except _LOST as exc:
+            log.info("the reply to a submission was lost (%r); asking again", exc)
+            response = await self.http.post(path, json=body, headers=headers)
+        accepted = _check(response)
         return AsyncJob(self, accepted["id"], accepted.get("pipeline", pipeline))
 
     async def call(self, service: str, api: str, /, **inputs: Any) -> AsyncJob:

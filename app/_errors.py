@@ -13,6 +13,7 @@ the HTTP ``status`` the API answers with, and a message that says how to fix it:
     │   ├── PipelineNotFound
     │   └── JobNotFound
     ├── JobConflict           the job is in a state that forbids the action (409)
+    ├── IdempotencyConflict   an Idempotency-Key came again with another request (409)
     ├── NotAcceptable         the result cannot be given in the asked format (406)
     ├── Unauthorized          missing or wrong API key (401)
     ├── BrokerUnavailable     Redis cannot be reached (503)
@@ -29,6 +30,7 @@ __all__ = [
     "BraidError",
     "BrokerUnavailable",
     "DeclarationError",
+    "IdempotencyConflict",
     "InvalidInput",
     "JobConflict",
     "JobFailed",
@@ -98,6 +100,13 @@ class JobNotFound(NotFound):
 
 class JobConflict(BraidError):
     code = "job_conflict"
+    status = 409
+
+
+class IdempotencyConflict(BraidError):
+    """A submission's ``Idempotency-Key`` was used before with another pipeline or body."""
+
+    code = "idempotency_conflict"
     status = 409
 
 

@@ -40,7 +40,7 @@ from app._protocol import (
 )
 from app._transport import UNACKED, UNACKED_INDEX, Command, settle
 
-__all__ = ["Finished", "JobState", "JobStore", "NewJob", "Start", "StepRecorder", "StepStart",
+__all__ = ["Created", "Finished", "JobState", "JobStore", "NewJob", "Start", "StepRecorder", "StepStart",
            "new_job_id"]
 
 
@@ -283,6 +283,17 @@ class StepRecorder:
 
 
 @dataclass(frozen=True)
+class Created:
+    """What a job's creation came to: ``status`` 'created', 'exists' (this create was sent
+    before and made it) or 'seen' (its idempotency key made a job before: ``seen`` is that
+    key's record); and the time it was written."""
+
+    status: str
+    at: float
+    seen: str | None = None
+
+
+@dataclass(frozen=True)
 class NewJob:
     """Everything the API writes when it accepts a job."""
 
@@ -302,39 +313,41 @@ class JobStore:
         self.client = client
         self.ttl_s = ttl_s
         self._end = client.register_script(_lua("end", "end_job"))
+        self._create = client.register_script(_lua("create_job"))
 
     async def create(self, job: str, new: NewJob, blobs: Mapping[str, str],
-                     publish: Sequence[Command] = ()) -> float:
+                     publish: Sequence[Command] = (),
+                     idempotency: tuple[str, str] | None = None) -> Created:
         """Write job ``job`` and the Redis commands that publish its first messages (see
-        :func:`app._transport.capture`) in one ``MULTI``: one round trip, and a job is never
-        half published. Returns its creation time."""
+        :func:`app._transport.capture`) in one round trip, atomically (create_job.lua): a
+        job is never half published, and a create sent again (a lost reply, retried) changes
+        nothing. With ``idempotency`` (its record's key and value), a key seen before
+        answers with the record stored then, and nothing is written."""
         now = time.time()
-        keys = job_keys(job)
         steps = {step_field(s, StepField(k)): v for s, fields in new.steps.items()
                  for k, v in fields.items()}
         steps.update({step_field(s, StepField.queued_at): str(now) for s in new.steps})
         steps.update({step_field(s, StepField.state): "queued" for s in new.steps})
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys[0], mapping={
-                JobField.id: job, JobField.pipeline: new.pipeline, JobField.state: "queued",
-                JobField.created_at: now, JobField.sinks: new.sinks, JobField.sinks_done: 0,
-                JobField.total: new.total, JobField.done: 0,
-                JobField.output: json.dumps(new.output),
-                JobField.deadline: now + new.deadline_s,
-            })
-            pipe.hset(keys[1], mapping=_fields(steps))
-            if new.inputs:
-                pipe.hset(keys[2], mapping=_fields(new.inputs))
-            for key in keys:
-                pipe.expire(key, self.ttl_s)
-            for key, payload in blobs.items():
-                pipe.set(key, payload, ex=self.ttl_s)
-            pipe.zadd(JOBS, {job: now})
-            pipe.zadd(DEADLINES, {job: now + new.deadline_s})
-            for command in publish:
-                pipe.execute_command(*command)
-            await pipe.execute()
-        return now
+        record = {
+            JobField.id: job, JobField.pipeline: new.pipeline, JobField.state: "queued",
+            JobField.created_at: now, JobField.sinks: new.sinks, JobField.sinks_done: 0,
+            JobField.total: new.total, JobField.done: 0, JobField.output: json.dumps(new.output),
+            JobField.deadline: now + new.deadline_s,
+        }
+        keys: list[str] = [*job_keys(job), JOBS, DEADLINES,
+                           idempotency[0] if idempotency else job_key(job)]
+        args: list[Any] = [job, now, now + new.deadline_s, self.ttl_s,
+                           idempotency[1] if idempotency else ""]
+        for mapping in (record, steps, new.inputs):
+            args.append(len(mapping))
+            for name, value in mapping.items():
+                args += [str(name), value]
+        keys += list(blobs)
+        args += [len(blobs), *blobs.values()]
+        _encoded(publish, keys, args)
+        reply = await self._create(keys=keys, args=args)
+        status = reply[0].decode()
+        return Created(status, now, reply[1].decode() if status == "seen" else None)
 
     async def end(self, job: str, state: JobState, error: Mapping[str, Any]) -> list[str] | str:
         """End a job that is not final and interrupt its running steps (their workers listen

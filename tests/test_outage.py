@@ -3,6 +3,7 @@ submission succeeds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -35,3 +36,27 @@ def test_redis_down_is_503_and_back_up_the_same_submission_succeeds(small: Syste
         up = http.post("/v1/services/echo/echo/jobs", json=body)
         assert up.status_code == 202
         assert wait(http, up.json()["id"], timeout=60)["result"] == {"n": 1}
+
+
+def test_after_a_redis_restart_the_next_calls_succeed_on_fresh_connections(
+        small: System) -> None:
+    """Given an API whose pool holds connections to Redis (16 requests at once), when Redis
+    restarts, then the next 16 requests at once all succeed: a connection that Redis closed
+    is replaced on its first failed use, not answered with a 503."""
+    with httpx.Client(base_url=small.url, timeout=30) as http:
+        job = http.post("/v1/services/echo/echo/jobs", json={"value": 1}).json()["id"]
+        wait(http, job, timeout=60)
+
+    def burst() -> list[int]:
+        async def all_at_once() -> list[int]:
+            async with httpx.AsyncClient(base_url=small.url, timeout=30) as client:
+                answers = await asyncio.gather(*(client.get(f"/v1/jobs/{job}")
+                                                 for _ in range(16)))
+            return [a.status_code for a in answers]
+
+        return asyncio.run(all_at_once())
+
+    assert burst() == [200] * 16
+    small.stop_redis()
+    small.start_redis()
+    assert burst() == [200] * 16

@@ -60,8 +60,8 @@ def test_a_message_that_is_not_a_step_call_is_refused_with_a_reason() -> None:
 def test_the_public_names_of_app_are_exactly_these() -> None:
     assert sorted(app.__all__) == [
         "ApiUnreachable", "Array", "AsyncClient", "AsyncJob", "Batch", "BraidError",
-        "BrokerUnavailable", "Client",
-        "DeclarationError", "InvalidInput", "Job", "JobAccepted", "JobConflict", "JobError",
+        "BrokerUnavailable", "Client", "DeclarationError", "IdempotencyConflict", "InvalidInput",
+        "Job", "JobAccepted", "JobConflict", "JobError",
         "JobFailed", "JobList", "JobNotFound", "JobState", "JobView", "ModelNotFound",
         "NotAcceptable", "NotFound", "PayloadTooLarge", "PipelineNotFound", "Progress",
         "Resources", "Retry", "ServiceNotFound", "Settings", "StepState", "StepView",

@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -22,6 +22,7 @@ from api.problems import UNAUTHORIZED, invalid_input, responses
 from app import InvalidInput, PayloadTooLarge
 from app._codec import nesting
 from app._pipeline import Pipeline
+from app._protocol import IDEMPOTENCY_KEY
 from app._types import is_array_type, is_image_type
 from app._views import JobAccepted, JobView
 
@@ -31,9 +32,11 @@ __all__ = ["add_submit_route", "read_body"]
 # it, or of the final JobView, so neither is validated or serialized twice.
 _ACCEPTED = responses(UNAUTHORIZED | {
     404: "Unknown service, API or pipeline",
+    409: "The `Idempotency-Key` was used before for another request",
     413: "The request is over BRAID_MAX_UPLOAD_BYTES",
     422: "The body does not match the declared types",
-    503: "Redis is unreachable; nothing was queued",
+    503: "Redis is unreachable: nothing was queued, or (saying so, with its `job` id) the job "
+         "may exist",
 }, also={
     200: {"model": JobView, "description": "With `?wait=`: the job ended in time; the final "
                                            "job, as `GET /v1/jobs/{id}` gives it."},
@@ -154,8 +157,14 @@ def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: 
         wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the job to "
                                             "end: 200 with the final job if it does, else 202 "
                                             "(at most 60)")] = None,
+        idempotency_key: Annotated[str | None, Header(
+            alias=IDEMPOTENCY_KEY, min_length=1, max_length=255,
+            description="Any unique string: a submission repeated with it (a retry after a "
+            "lost reply) answers with the job the first made, and runs nothing again; with "
+            "another body it is a 409. Kept as long as the job.")] = None,
     ) -> JSONResponse:
-        return await submit(braid, request, pipeline, await read_body(request, braid, model), wait)
+        body = await read_body(request, braid, model)
+        return await submit(braid, request, pipeline, body, wait, idempotency_key)
 
     body = {"required": True, "content": {
         "application/json": {"schema": schema, "example": example(pipeline)},

@@ -16,9 +16,18 @@ from app._canvas import Template
 from app._jobs import JobStore
 from app._pipeline import Pipeline
 from app._protocol import DEAD_LETTERS
-from app._registry import Registry
+from app._registry import CORE, Registry
+from app._service import ServiceSpec
 
-__all__ = ["Authorized", "Braid", "BraidDep", "Documented", "has_key"]
+__all__ = ["Authorized", "Braid", "BraidDep", "Documented", "has_key", "needs"]
+
+
+def needs(pipeline: Pipeline) -> list[ServiceSpec]:
+    """The services whose workers a pipeline's jobs need (the core one runs its maps)."""
+    found = {n.service.name: n.service for n in pipeline.nodes.values()}
+    if any(n.is_map for n in pipeline.nodes.values()):
+        found[CORE.name] = CORE
+    return list(found.values())
 
 
 @dataclass
@@ -33,12 +42,21 @@ class Braid:
     metrics: Metrics
 
     templates: dict[str, Template] = field(default_factory=dict)
+    rooms: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     def template(self, pipeline: Pipeline) -> Template:
         """``pipeline``'s first messages, built on its first job."""
         found = self.templates.get(pipeline.name)
         if found is None:
             found = self.templates[pipeline.name] = Template.of(self.celery, pipeline)
+        return found
+
+    def room(self, pipeline: Pipeline) -> list[tuple[str, int]]:
+        """Each queue ``pipeline``'s jobs need, and how many messages may wait in it."""
+        found = self.rooms.get(pipeline.name)
+        if found is None:
+            found = self.rooms[pipeline.name] = sorted(
+                (s.queue, s.max_queued or self.settings.max_queued) for s in needs(pipeline))
         return found
 
     async def queues(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.deps import Braid
+from api.deps import Braid, needs
 from api.hub import expire
 from app import (
     BraidError,
@@ -22,6 +23,7 @@ from app import (
     InvalidInput,
     JobNotFound,
     JobState,
+    Overloaded,
     _codec,
 )
 from app._canvas import new_job
@@ -83,9 +85,11 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
             # the job
             messages = braid.template(pipeline).commands(job)
             created = await braid.store.create(job, new_job(pipeline, texts, deadline), blobs,
-                                               messages, idempotency)
+                                               messages, idempotency, braid.room(pipeline))
         except Exception as exc:
             raise await _unavailable(braid, request, job, exc) from exc
+        if created.full is not None:
+            raise _overloaded(braid, pipeline, *created.full)
         if created.seen is not None:
             first, _, seen = created.seen.partition(" ")
             if seen != digest.hexdigest():
@@ -128,6 +132,18 @@ def _idempotency_record(request: Request, key: str) -> str:
     """Where ``key``'s job is noted: per API key (two callers' keys never meet)."""
     scope = request.headers.get("authorization", "")
     return idempotency_key(hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest())
+
+
+def _overloaded(braid: Braid, pipeline: Pipeline, queue: str, waiting: int) -> Overloaded:
+    """The 429 for a submission that found ``queue`` full, with when to retry: as long as
+    its service took, lately, to run as many steps as the queue is over its room."""
+    service = next(s for s in needs(pipeline) if s.queue == queue)
+    room = dict(braid.room(pipeline))[queue]
+    rate = braid.metrics.throughput.per_second(service.name, time.time())
+    retry = 30 if rate <= 0 else min(300, max(1, math.ceil((waiting - room + 1) / rate)))
+    return Overloaded(f"service {service.name!r} has {waiting} calls waiting, its limit "
+                      f"(max_queued, or BRAID_MAX_QUEUED) is {room}: nothing was queued; "
+                      f"retry in {retry} s", retry, service=service.name)
 
 
 def _never_connected(exc: BaseException) -> bool:

@@ -7,6 +7,8 @@ Queue depth, live workers and dead letters are read from Redis at scrape time.
 
 from __future__ import annotations
 
+import collections
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,15 +16,38 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from app._protocol import JobField, job_key
 from app._queues import QueueStats
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "Throughput"]
 
 _OPEN_LIMIT = 100_000
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+class Throughput:
+    """Steps ended per second, per service, over the last :attr:`window_s` seconds (as this
+    API process's event stream saw them)."""
+
+    window_s = 60.0
+
+    def __init__(self) -> None:
+        self._ends: dict[str, collections.deque[float]] = {}
+
+    def ended(self, service: str, at: float) -> None:
+        ends = self._ends.setdefault(service, collections.deque(maxlen=10_000))
+        ends.append(at)
+
+    def per_second(self, service: str, now: float) -> float:
+        ends = self._ends.get(service)
+        if not ends:
+            return 0.0
+        while ends and ends[0] < now - self.window_s:
+            ends.popleft()
+        return len(ends) / self.window_s
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.throughput = Throughput()
         self.registry = CollectorRegistry()
         self._open: dict[str, tuple[str, float]] = {}
         r = self.registry
@@ -83,6 +108,7 @@ class Metrics:
             self.batch_size.labels(*labels).observe(event["size"])
             self.batch_run.labels(*labels).observe(event["batch_run"])
         elif "run" in event and "service" in event:
+            self.throughput.ended(event["service"], float(event.get("ts") or time.time()))
             labels = (event["service"], event["api"])
             self.step_wait.labels(*labels).observe(max(0.0, event["wait"]))
             self.step_run.labels(*labels, event["state"]).observe(event["run"])

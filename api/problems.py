@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException
 
-from app import BraidError, BrokerUnavailable, InvalidInput, NotFound, Unauthorized
+from app import BraidError, BrokerUnavailable, InvalidInput, NotFound, Overloaded, Unauthorized
 
 __all__ = ["UNAUTHORIZED", "UNAVAILABLE", "Problem", "install", "problem", "responses"]
 
@@ -68,6 +68,8 @@ def problem(error: BraidError, **extra: Any) -> JSONResponse:
             "status": error.status, "code": error.code, "detail": error.message,
             **error.details, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+    if isinstance(error, Overloaded):
+        headers = {"Retry-After": str(error.retry_after_s)}
     return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers=headers)
 
 

@@ -16,6 +16,7 @@ the HTTP ``status`` the API answers with, and a message that says how to fix it:
     ├── IdempotencyConflict   an Idempotency-Key came again with another request (409)
     ├── NotAcceptable         the result cannot be given in the asked format (406)
     ├── Unauthorized          missing or wrong API key (401)
+    ├── Overloaded            a queue the job needs is full; retry after a while (429)
     ├── BrokerUnavailable     Redis cannot be reached (503)
     ├── ApiUnreachable        the client cannot connect to the Braid API (503)
     └── JobFailed             the client waited for a job that failed or was cancelled
@@ -38,6 +39,7 @@ __all__ = [
     "ModelNotFound",
     "NotAcceptable",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "PipelineNotFound",
     "ServiceNotFound",
@@ -113,6 +115,18 @@ class IdempotencyConflict(BraidError):
 class NotAcceptable(BraidError):
     code = "not_acceptable"
     status = 406
+
+
+class Overloaded(BraidError):
+    """A service the job needs has ``max_queued`` messages waiting: nothing was queued;
+    ``retry_after_s`` estimates when there is room (from the service's recent throughput)."""
+
+    code = "overloaded"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
 
 
 class Unauthorized(BraidError):

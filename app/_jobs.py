@@ -285,12 +285,15 @@ class StepRecorder:
 @dataclass(frozen=True)
 class Created:
     """What a job's creation came to: ``status`` 'created', 'exists' (this create was sent
-    before and made it) or 'seen' (its idempotency key made a job before: ``seen`` is that
-    key's record); and the time it was written."""
+    before and made it), 'seen' (its idempotency key made a job before: ``seen`` is that
+    key's record) or 'full' (a queue it needs is full: nothing was written); and the time it
+    was written."""
 
     status: str
     at: float
     seen: str | None = None
+    full: tuple[str, int] | None = None
+    """For status 'full': the queue that was, and how many messages waited in it."""
 
 
 @dataclass(frozen=True)
@@ -317,12 +320,14 @@ class JobStore:
 
     async def create(self, job: str, new: NewJob, blobs: Mapping[str, str],
                      publish: Sequence[Command] = (),
-                     idempotency: tuple[str, str] | None = None) -> Created:
+                     idempotency: tuple[str, str] | None = None,
+                     room: Sequence[tuple[str, int]] = ()) -> Created:
         """Write job ``job`` and the Redis commands that publish its first messages (see
         :func:`app._transport.capture`) in one round trip, atomically (create_job.lua): a
         job is never half published, and a create sent again (a lost reply, retried) changes
         nothing. With ``idempotency`` (its record's key and value), a key seen before
-        answers with the record stored then, and nothing is written."""
+        answers with the record stored then, and nothing is written; nor is anything when a
+        queue of ``room`` (queue, how many messages may wait) is full."""
         now = time.time()
         steps = {step_field(s, StepField(k)): v for s, fields in new.steps.items()
                  for k, v in fields.items()}
@@ -337,7 +342,9 @@ class JobStore:
         keys: list[str] = [*job_keys(job), JOBS, DEADLINES,
                            idempotency[0] if idempotency else job_key(job)]
         args: list[Any] = [job, now, now + new.deadline_s, self.ttl_s,
-                           idempotency[1] if idempotency else ""]
+                           idempotency[1] if idempotency else "", len(room)]
+        keys += [queue for queue, _ in room]
+        args += [limit for _, limit in room]
         for mapping in (record, steps, new.inputs):
             args.append(len(mapping))
             for name, value in mapping.items():
@@ -347,6 +354,8 @@ class JobStore:
         _encoded(publish, keys, args)
         reply = await self._create(keys=keys, args=args)
         status = reply[0].decode()
+        if status == "full":
+            return Created(status, now, full=(reply[1].decode(), int(reply[2])))
         return Created(status, now, reply[1].decode() if status == "seen" else None)
 
     async def end(self, job: str, state: JobState, error: Mapping[str, Any]) -> list[str] | str:

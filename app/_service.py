@@ -186,6 +186,9 @@ class ServiceSpec:
     concurrency: int
     apis: Mapping[str, ApiSpec] = field(default_factory=dict)
     models: tuple[str, ...] = ()
+    max_queued: int | None = None
+    """How many messages may wait in its queue before submissions that need it get 429
+    (None: ``BRAID_MAX_QUEUED``)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -197,6 +200,7 @@ class ServiceSpec:
             "timeout": self.timeout,
             "concurrency": self.concurrency,
             "models": list(self.models),
+            "max_queued": self.max_queued,
         }
 
 
@@ -335,6 +339,7 @@ def service(
     timeout: float = 60.0,
     concurrency: int | None = None,
     models: tuple[str, ...] | list[str] = (),
+    max_queued: int | None = None,
 ) -> Callable[[type[T]], type[T]]:
     """Declare a model service.
 
@@ -343,7 +348,9 @@ def service(
     (default: the class name in kebab-case). ``timeout`` (seconds) is each call's soft time
     limit; ``concurrency`` (default: ``resources.cpu``) is the worker's pool size.
     ``models`` are the model-store tags it loads: a worker will not start without them, and
-    ``braid up`` bootstraps the demo ones that are missing.
+    ``braid up`` bootstraps the demo ones that are missing. While ``max_queued`` messages
+    (default ``BRAID_MAX_QUEUED``) wait in its queue, submissions that need it get 429 with
+    ``Retry-After`` instead of piling up past their deadlines.
     """
     res = resources or Resources()
 
@@ -362,6 +369,9 @@ def service(
             raise DeclarationError(f"@service on {cls.__qualname__}: timeout must be > 0")
         if concurrency is not None and concurrency < 1:
             raise DeclarationError(f"@service on {cls.__qualname__}: concurrency must be >= 1")
+        if max_queued is not None and max_queued < 1:
+            raise DeclarationError(f"@service on {cls.__qualname__}: max_queued must be >= 1 "
+                                   "(or None for BRAID_MAX_QUEUED)")
         apis: dict[str, ApiSpec] = {}
         for attr, member in vars(cls).items():
             if callable(member) and hasattr(member, _API_MARK):
@@ -390,7 +400,7 @@ def service(
                 )
         _SERVICES[svc] = ServiceSpec(svc, cls, q, res, float(timeout),
                                      concurrency or res.cpu, MappingProxyType(apis),
-                                     tuple(models))
+                                     tuple(models), max_queued)
         cls.__braid_service__ = _SERVICES[svc]  # type: ignore[attr-defined]
         return cls
 

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         "Hugging Face hub (needs network access)."
     )
     max_upload_bytes: int = Field(default=20 * 2**20, description="Larger requests get 413.")
+    max_queued: int = Field(
+        default=10_000, ge=1, description="While this many messages wait in a service's queue "
+        "(a service's `max_queued` overrides it), submissions that need the service get 429 "
+        "with `Retry-After`."
+    )
     max_json_depth: int = Field(
         default=64, ge=2, description="How deeply a request's JSON (its body, or a multipart "
         "field) may nest arrays and objects; deeper is a 422 before it is parsed."

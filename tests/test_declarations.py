@@ -175,3 +175,12 @@ def test_an_inline_api_on_a_service_with_a_model_or_a_gpu_is_refused(
 
     with pytest.raises(DeclarationError, match="may load no models and need no GPU"):
         service(name="heavy-glue", **kwargs)(type("HeavyGlue", (), {"glue": api(inline=True)(glue)}))
+
+
+def test_a_service_whose_queue_may_hold_no_call_is_refused() -> None:
+    with pytest.raises(DeclarationError, match="max_queued must be >= 1"):
+        @service(max_queued=0)
+        class Nowhere:
+            @api
+            def f(self) -> int:
+                return 1

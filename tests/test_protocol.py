@@ -63,7 +63,7 @@ def test_the_public_names_of_app_are_exactly_these() -> None:
         "BrokerUnavailable", "Client", "DeclarationError", "IdempotencyConflict", "InvalidInput",
         "Job", "JobAccepted", "JobConflict", "JobError",
         "JobFailed", "JobList", "JobNotFound", "JobState", "JobView", "ModelNotFound",
-        "NotAcceptable", "NotFound", "PayloadTooLarge", "PipelineNotFound", "Progress",
+        "NotAcceptable", "NotFound", "Overloaded", "PayloadTooLarge", "PipelineNotFound", "Progress",
         "Resources", "Retry", "ServiceNotFound", "Settings", "StepState", "StepView",
         "Unauthorized", "Value", "api", "device", "each", "get_settings", "models", "pipeline",
         "service", "step",

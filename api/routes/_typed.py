@@ -35,6 +35,8 @@ _ACCEPTED = responses(UNAUTHORIZED | {
     409: "The `Idempotency-Key` was used before for another request",
     413: "The request is over BRAID_MAX_UPLOAD_BYTES",
     422: "The body does not match the declared types",
+    429: "A queue the job needs is full (`max_queued`): nothing was queued; retry after "
+         "`Retry-After` seconds",
     503: "Redis is unreachable: nothing was queued, or (saying so, with its `job` id) the job "
          "may exist",
 }, also={

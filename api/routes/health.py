@@ -10,10 +10,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from api.deps import Authorized, Braid, BraidDep, has_key
+from api.deps import Authorized, Braid, BraidDep, has_key, needs
 from api.problems import UNAUTHORIZED, UNAVAILABLE, responses
-from app._pipeline import Pipeline
-from app._registry import CORE
 
 __all__ = ["Readiness", "router"]
 
@@ -34,21 +32,14 @@ class Readiness(BaseModel):
     redis: str | None = Field(default=None, description="Why Redis is unreachable, when it is")
 
 
-def _needs(pipeline: Pipeline) -> set[str]:
-    """The services a pipeline's jobs need workers of."""
-    needed = {n.service.name for n in pipeline.nodes.values()}
-    if any(n.is_map for n in pipeline.nodes.values()):
-        needed.add(CORE.name)
-    return needed
-
-
 async def _readiness(braid: Braid) -> dict[str, Any]:
     try:
         stats = await braid.queues()
     except Exception as exc:
         return {"status": "unavailable", "redis": str(exc)}
     idle = sorted(name for name, s in stats.items() if s.workers == 0)
-    blocked = {p.name: sorted(set(idle) & _needs(p)) for p in braid.registry.pipelines.values()}
+    blocked = {p.name: sorted(set(idle) & {s.name for s in needs(p)})
+               for p in braid.registry.pipelines.values()}
     blocked = {name: services for name, services in blocked.items() if services}
     return {"status": "unavailable" if blocked else "ok", "services_without_workers": idle,
             "pipelines_blocked": blocked}

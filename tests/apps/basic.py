@@ -135,6 +135,18 @@ class Parked:
         return mark(key)
 
 
+@service(timeout=10, max_queued=2)
+class Crowded:
+    """At most two calls wait in its queue (no worker unless a test starts one)."""
+
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def mark(self, key: str) -> int:
+        return mark(key)
+
+
 @service(timeout=15)
 class Patient:
     """Long steps, for graceful-shutdown tests (no worker unless a test starts one)."""

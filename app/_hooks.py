@@ -21,7 +21,8 @@ from typing import Any
 from app._protocol import StepCall
 from app._service import ApiSpec, ServiceSpec
 
-__all__ = ["Hook", "Hooks", "Interrupts", "LogContext", "StepRun", "TimeLimit"]
+__all__ = ["Hook", "Hooks", "Interrupts", "LogContext", "MemoryGuard", "MemoryLimitExceeded",
+           "StepRun", "TimeLimit", "rss_bytes"]
 
 log = logging.getLogger("braid.worker")
 
@@ -121,9 +122,19 @@ _ARMED = threading.Event()
 arrives as the step ends is dropped)."""
 
 
+class MemoryLimitExceeded(Interrupt):
+    """Raised in a running step whose worker process grew past its service's memory guard
+    (``Resources(memory=...)``)."""
+
+
+_OVER_MEMORY = threading.Event()
+"""Set by :class:`MemoryGuard` when the step's process is past its guard: the interrupt is
+then a :class:`MemoryLimitExceeded`."""
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     if _ARMED.is_set():
-        raise Interrupt()
+        raise MemoryLimitExceeded() if _OVER_MEMORY.is_set() else Interrupt()
 
 
 INTERRUPT_SIGNAL = signal.SIGALRM
@@ -208,3 +219,56 @@ class TimeLimit(Hook):
 
     def on_error(self, run: StepRun, error: BaseException) -> None:
         self._disarm()
+
+
+def rss_bytes() -> int | None:
+    """This process's resident memory, where /proc tells it (Linux), else None."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class MemoryGuard(Hook):
+    """The ``memory`` resource as a guard on each step: a watchdog thread reads the process's
+    resident memory every :attr:`interval_s` while a step runs, and past ``limit_bytes``
+    interrupts the step with :class:`MemoryLimitExceeded` (its job fails ``MemoryLimit``; what
+    the step allocated is freed as the exception unwinds, and the worker serves on). Put it
+    after :class:`Interrupts`."""
+
+    interval_s = 0.05
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._running: StepRun | None = None
+        self._watchdog: threading.Thread | None = None
+        self._main = threading.main_thread().ident
+
+    def before(self, run: StepRun) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="braid-memory-guard",
+                                              daemon=True)
+            self._watchdog.start()
+        _OVER_MEMORY.clear()
+        self._running = run
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            run = self._running
+            if run is None or _OVER_MEMORY.is_set():
+                continue
+            rss = rss_bytes()
+            if rss is not None and rss > self.limit_bytes and self._main is not None:
+                log.warning("step %s of job %s: the worker holds %d MiB, past its memory guard "
+                            "of %d MiB; interrupting it", run.step, run.job, rss >> 20,
+                            self.limit_bytes >> 20)
+                _OVER_MEMORY.set()
+                signal.pthread_kill(self._main, INTERRUPT_SIGNAL)
+
+    def after(self, run: StepRun) -> None:
+        self._running = None
+
+    def on_error(self, run: StepRun, error: BaseException) -> None:
+        self._running = None

@@ -36,6 +36,7 @@ from app._hooks import (
     Hooks,
     Interrupts,
     LogContext,
+    MemoryGuard,
     StepRun,
     TimeLimit,
     install_interrupt,
@@ -103,6 +104,8 @@ def _worker(settings: Settings, svc: ServiceSpec, solo: bool, inflight_ttl_s: in
         interrupts = Interrupts()
         hooks: list[Any] = [LogContext(logging.INFO if settings.log_steps else logging.DEBUG),
                             interrupts]
+        if svc.resources.memory_bytes:
+            hooks.append(MemoryGuard(svc.resources.memory_bytes))
         if solo:
             hooks.append(TimeLimit(svc.timeout, svc.timeout + settings.time_limit_grace_s,
                                    functools.partial(_hard_limit, settings)))

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from app import _codec
 from app._canvas import Template, shape
-from app._hooks import Hooks, Interrupt, Interrupts, StepRun
+from app._hooks import Hooks, Interrupt, Interrupts, MemoryLimitExceeded, StepRun
 from app._inline import run_held
 from app._jobs import Expansion, HandOff, Start, StepRecorder, StepStart
 from app._protocol import (
@@ -404,6 +404,16 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
         fail({"type": "TooManyAttempts", "message": f"step {step!r} was attempted "
               f"{run.attempts - 1} times (its worker died or it kept failing); giving up"})
         raise StepFailed(f"{step}: too many attempts")
+    if isinstance(exc, MemoryLimitExceeded):
+        # what the step holds is referenced from its traceback's frames (and the exception
+        # lives on in Celery's records): free it now, or the next step starts past the guard
+        traceback.clear_frames(exc.__traceback__)
+        begun.failure = outcome.error = None
+        fail({"type": "MemoryLimit", "message": f"step {step!r} grew its worker past the "
+              f"memory guard of {svc.name!r}, {svc.resources.memory} (Resources(memory=...)); "
+              "give the service more memory or the step less work"}, **run.timing())
+        log.warning("step %s of job %s failed: past its memory guard", step, job)
+        raise StepFailed(f"{step}: past its memory guard") from None
     if isinstance(exc, Interrupt | SoftTimeLimitExceeded):
         if w.recorder.cancelled(job):
             fail({"type": "Cancelled", "message": "job cancelled"}, "cancelled")

@@ -93,3 +93,23 @@ def test_once_its_jobs_end_no_worker_holds_a_message(system: System, http: httpx
         return {k: n for k, n in {**lists, **hashes}.items() if n}
 
     wait_for(lambda: not held() or None, 10, "every worker to hold nothing")
+
+
+def test_a_step_past_its_memory_guard_fails_memory_limit_and_the_worker_serves_on(
+        system: System, http: httpx.Client) -> None:
+    # given a worker of a service whose memory guard is 600 MiB
+    name = system.start_worker("hungry")
+    try:
+        system.wait_workers(["hungry"])
+        # when a step grows its process far past it (it would hold 4 GiB)
+        failed = wait(http, submit(http, "/v1/services/hungry/grow/jobs", {"mib": 4096}), 60)
+        # then its job fails with MemoryLimit naming the guard
+        assert failed["state"] == "failed", failed
+        assert failed["error"]["type"] == "MemoryLimit"
+        assert "memory guard of 'hungry', 600Mi" in failed["error"]["message"]
+        # and the same worker runs the next job
+        done = wait(http, submit(http, "/v1/services/hungry/grow/jobs", {"mib": 64}), 60)
+        assert done["state"] == "succeeded" and done["result"] == 64
+        assert done["steps"]["grow"]["worker"] == failed["steps"]["grow"]["worker"]
+    finally:
+        system.stop(name)

@@ -147,6 +147,23 @@ class Crowded:
         return mark(key)
 
 
+@service(resources=Resources(memory="600Mi"), timeout=30)
+class Hungry:
+    """Steps that take memory, under a guard of 600 MiB (no worker unless a test starts one)."""
+
+    def __init__(self) -> None:
+        pass
+
+    @api
+    def grow(self, mib: int) -> int:
+        """Holds ``mib`` MiB, 16 MiB at a time."""
+        held = []
+        for _ in range(0, mib, 16):
+            held.append(bytearray(16 << 20))
+            time.sleep(0.01)
+        return len(held) * 16
+
+
 @service(timeout=15)
 class Patient:
     """Long steps, for graceful-shutdown tests (no worker unless a test starts one)."""

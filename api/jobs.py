@@ -10,6 +10,7 @@ import math
 import time
 from typing import Any
 
+import redis.exceptions
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -161,6 +162,11 @@ async def _unavailable(braid: Braid, request: Request, job: str,
     """Redis failed while the job was written: the job exists if the write reached Redis
     before its reply was lost. Say which, where the API can still tell; a 503 never hides a
     job that runs."""
+    if isinstance(exc, redis.exceptions.ResponseError) and "OOM" in str(exc):
+        return BrokerUnavailable(
+            f"Redis is full ({exc}): nothing was queued; retry once jobs expire or are "
+            "deleted, or give Redis more memory (its maxmemory; the embedded one's is "
+            "BRAID_EMBEDDED_REDIS_MAXMEMORY) or keep jobs shorter (BRAID_JOB_TTL_S)")
     if _never_connected(exc):
         return BrokerUnavailable(f"could not reach Redis to store the job ({exc}); nothing was "
                                  "queued, retry once Redis is back")

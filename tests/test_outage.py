@@ -60,3 +60,23 @@ def test_after_a_redis_restart_the_next_calls_succeed_on_fresh_connections(
     small.stop_redis()
     small.start_redis()
     assert burst() == [200] * 16
+
+
+def test_a_full_redis_refuses_a_submission_with_a_503_that_says_so(small: System) -> None:
+    """Given Redis at its maxmemory (noeviction), when a job is submitted, then the answer is
+    a 503 saying Redis is full and nothing was queued; with room again, it is accepted."""
+    client = small.redis()
+    jobs = client.zcard("braid:jobs")
+    client.config_set("maxmemory", client.info("memory")["used_memory"])
+    try:
+        with httpx.Client(base_url=small.url, timeout=30) as http:
+            full = http.post("/v1/services/echo/echo/jobs", json={"value": 1})
+            assert full.status_code == 503, full.text
+            assert "Redis is full" in full.json()["detail"]
+            assert "nothing was queued" in full.json()["detail"]
+            assert client.zcard("braid:jobs") == jobs
+            client.config_set("maxmemory", 0)
+            ok = http.post("/v1/services/echo/echo/jobs", json={"value": 1})
+            assert wait(http, ok.json()["id"], timeout=60)["result"] == 1
+    finally:
+        client.config_set("maxmemory", 0)

@@ -228,3 +228,11 @@ def test_values_the_wire_cannot_carry_are_422_or_a_failed_job_never_a_500(
     returned = run(http, "/v1/services/echo/not_a_number/jobs", {})
     assert returned["state"] == "failed" and returned["error"]["type"] == "ValueError"
     assert "not JSON compliant" in returned["error"]["message"]
+
+
+def test_an_output_over_the_limit_fails_its_step_naming_the_setting(http: httpx.Client) -> None:
+    view = run(http, "/v1/services/echo/big/jobs", {"n": 60_000_000}, timeout=60)
+    assert view["state"] == "failed"
+    assert view["error"]["type"] == "OutputTooLarge"
+    assert "BRAID_MAX_OUTPUT_BYTES" in view["error"]["message"]
+    assert run(http, "/v1/services/echo/echo/jobs", {"value": 3})["result"] == 3

@@ -370,7 +370,7 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
     # the transport notes what this worker takes and runs under its node name (reclaim)
     celery.conf.broker_transport_options = {
         **celery.conf.broker_transport_options,
-        NODE_OPTION: Node(_node(svc.name), inflight_ttl_s)}
+        NODE_OPTION: dataclasses.asdict(Node(_node(svc.name), inflight_ttl_s, svc.queue))}
     # what this worker runs (app._consumer refuses any other task a message names)
     celery.braid_runs = runs = {a.task_name for a in svc.apis.values()}
     limits = {"soft_time_limit": svc.timeout,

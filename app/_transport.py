@@ -172,10 +172,13 @@ class Node:
 
     name: str
     inflight_ttl_s: int
+    queue: str
+    """The queue it consumes."""
 
 
 NODE_OPTION = "braid_node"
-"""The broker transport option that names the consuming worker (:class:`Node`)."""
+"""The broker transport option that names the consuming worker: a :class:`Node` as a dict
+(the options are shown to Flower's inspections, as JSON)."""
 
 
 class Channel(kombu_redis.Channel):
@@ -194,7 +197,18 @@ class Channel(kombu_redis.Channel):
         """The queue a BLMOVE in flight takes from (None: a BRPOP, or nothing)."""
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         node = self.connection.client.transport_options.get(NODE_OPTION)
-        self.node: Node | None = node if isinstance(node, Node) else None
+        self.node: Node | None = Node(**node) if isinstance(node, dict) else None
+        if self.node is not None:
+            self._hand_back_reserved(self.node)
+
+    def _hand_back_reserved(self, node: Node) -> None:
+        """Put what this worker took but never noted as delivered back at the front of its
+        queue: a new channel is a (re)connection, and a message taken as the last one broke
+        (Redis restarting between the BLMOVE and its delivery's bookkeeping) is still in
+        the reserved list, which no other worker reclaims while this one lives."""
+        client = self._create_client()
+        while client.lmove(reserved_key(node.name), node.queue, "LEFT", "RIGHT") is not None:
+            pass
 
     def get_table(self, exchange: str) -> list[tuple[str, ...]]:
         table = self._tables.get(exchange)

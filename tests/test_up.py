@@ -173,6 +173,8 @@ def test_flower_lists_every_worker_with_its_queue_behind_auth(up: Up) -> None:
                     for name, info in up.flower_workers().items())
     assert queues == [("braid", ["braid"]), ("outside", ["outside"]), ("outside", ["outside"]),
                       ("outside", ["outside"]), ("reader", ["reader"]), ("shouter", ["shouter"])]
+    # every worker answered Flower's inspections (their replies are JSON)
+    assert "Control command error" not in up.output()
 
 
 def test_flower_is_read_only_it_refuses_to_apply_revoke_or_shut_down(up: Up) -> None:

@@ -198,17 +198,18 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         node = self.connection.client.transport_options.get(NODE_OPTION)
         self.node: Node | None = Node(**node) if isinstance(node, dict) else None
-        if self.node is not None:
-            self._hand_back_reserved(self.node)
+        self._handed_back = False
 
     def _hand_back_reserved(self, node: Node) -> None:
         """Put what this worker took but never noted as delivered back at the front of its
-        queue: a new channel is a (re)connection, and a message taken as the last one broke
-        (Redis restarting between the BLMOVE and its delivery's bookkeeping) is still in
-        the reserved list, which no other worker reclaims while this one lives."""
+        queue, before its consuming channel takes anything (a channel is new after a
+        reconnection, and a message taken as the last one broke, Redis restarting between
+        the BLMOVE and its delivery's bookkeeping, is still in the reserved list, which no
+        other worker reclaims while this one lives)."""
         client = self._create_client()
         while client.lmove(reserved_key(node.name), node.queue, "LEFT", "RIGHT") is not None:
             pass
+        self._handed_back = True
 
     def get_table(self, exchange: str) -> list[tuple[str, ...]]:
         table = self._tables.get(exchange)
@@ -252,6 +253,8 @@ class Channel(kombu_redis.Channel):
             self._moving = None
             super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
             return
+        if not self._handed_back:
+            self._hand_back_reserved(self.node)
         self._moving = queues[0]
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu: None until sent

@@ -1,6 +1,6 @@
 """Braid's broker transport: kombu's Redis transport with its hot path trimmed.
 
-Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Seven changes:
+Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Eight changes:
 
 * **Bindings read once.** kombu reads an exchange's bindings from Redis on every publish
   (one more round trip per hand-off). A Braid service's queue has a direct exchange of its
@@ -14,6 +14,10 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Seven
 * **Queue length on delivery.** kombu's bookkeeping of a delivered message also reads its
   queue's length, in the same round trip (:func:`queued_behind`): a batch forming in the
   worker asks it whether more calls wait.
+* **Taken, not popped.** A worker's channel takes a message with ``BLMOVE`` into its
+  reserved list; its delivery's bookkeeping moves it to the worker's inflight hash, and
+  kombu's ack, reject and restore take it out of that hash (a worker that dies holding it
+  hands it back: ``reclaim.lua``).
 * **Garbage refused.** A popped message that is not JSON, or not a kombu message, is kept
   aside as a dead letter (:mod:`app._dead_letters`); kombu would raise out of the worker's
   event loop, killing the worker and stranding what it held.

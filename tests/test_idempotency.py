@@ -9,7 +9,7 @@ import httpx
 
 from app import Client
 from app._protocol import JOBS, idempotency_key
-from tests.harness import System
+from tests.harness import System, free_port
 from tests.jobs_helpers import marks, wait
 
 MARK = "/v1/services/echo/mark/jobs"
@@ -58,7 +58,7 @@ def test_a_key_used_again_with_another_body_is_a_409_naming_the_first_job(
 
 
 def test_the_same_key_from_two_api_keys_makes_two_jobs(system: System) -> None:
-    url = system.start_api("api-two-keys", port=_port(), BRAID_API_KEYS="alice,bob")
+    url = system.start_api("api-two-keys", port=free_port(), BRAID_API_KEYS="alice,bob")
     try:
         key = uuid.uuid4().hex
         ids = [httpx.post(f"{url}{MARK}", json={"key": "scoped"}, headers={
@@ -76,9 +76,3 @@ def test_the_python_client_sends_a_key_of_its_own_with_each_submission(
         jobs = [client.submit("echo.echo", value=i) for i in range(2)]
     assert jobs[0].id != jobs[1].id
     assert len(set(system.redis().scan_iter(idempotency_key("*"))) - before) == 2
-
-
-def _port() -> int:
-    from tests.harness import free_port
-
-    return free_port()

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.braid-installed
 
-.PHONY: up test bench lint tools
+.PHONY: up test bench soak lint tools
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,3 +28,7 @@ test: lint tools
 # Braid against BentoML (installed into its own venv under .braid/bench on first use)
 bench: $(STAMP)
 	$(PY) -m bench --against bentoml
+
+# 2,000 jobs while worker processes are killed every 10 s and Redis restarts once (minutes)
+soak: $(STAMP)
+	$(PY) -m tests.soak

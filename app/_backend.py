@@ -21,8 +21,8 @@ from typing import Any
 from celery import states
 from celery.backends.redis import RedisBackend
 
-from app._jobs import _lua
 from app._protocol import chord_body_key, chord_parts_key, chord_size_key
+from app._scripts import lua
 from app._transport import capture, captured
 
 __all__ = ["Backend"]
@@ -61,7 +61,7 @@ class Backend(RedisBackend):  # type: ignore[misc]
 
     @cached_property
     def _chord_part(self) -> Any:
-        return self.client.register_script(_lua("chord_part"))
+        return self.client.register_script(lua("chord_part"))
 
     def chord_ttl(self) -> int:
         """How long a chord's bookkeeping lives in Redis."""

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
@@ -38,6 +37,7 @@ from app._protocol import (
     step_field,
     steps_key,
 )
+from app._scripts import lua
 from app._transport import UNACKED, UNACKED_INDEX, Command, settle
 
 __all__ = ["Created", "Finished", "JobState", "JobStore", "NewJob", "Start", "StepRecorder", "StepStart",
@@ -67,12 +67,6 @@ class JobState(enum.StrEnum):
 def event(job_id: str, state: str, step: str | None = None, **extra: Any) -> str:
     return json.dumps({"job": job_id, "step": step, "state": state, "ts": time.time(), **extra},
                       separators=(",", ":"))
-
-
-def _lua(name: str, *uses: str) -> str:
-    """The script ``lua/<name>.lua``, after the functions of the ``uses`` files."""
-    folder = resources.files("app") / "lua"
-    return "\n".join((folder / f"{part}.lua").read_text() for part in (*uses, name))
 
 
 @dataclass(frozen=True)
@@ -124,8 +118,9 @@ class HandOff:
 
 @dataclass(frozen=True)
 class Finished:
-    """What a step's finish came to: ``status`` 'ok', 'ended' (its job is not running any
-    more), 'succeeded' (it made its job succeed) or 'complete' (the job's last sink
+    """What a step's finish came to: ``status`` 'ok', 'fenced' (a later attempt started),
+    'done' (the step had succeeded: the finish was sent again), 'ended' (its job is not
+    running any more), 'succeeded' (it made its job succeed) or 'complete' (the job's last sink
     finished: its result, ``output_spec``, must be assembled); and the messages of inline
     steps it held for this worker to run (:mod:`app._inline`)."""
 
@@ -157,11 +152,11 @@ class StepRecorder:
         self.threshold = threshold
         self.inflight = inflight_key(node)
         self.inflight_ttl_s = inflight_ttl_s
-        self._start = client.register_script(_lua("start_step"))
-        self._finish = client.register_script(_lua("finish_step", "expand_map"))
-        self._succeed = client.register_script(_lua("succeed"))
-        self._fail = client.register_script(_lua("fail_step", "end_job"))
-        self._expand = client.register_script(_lua("expand", "expand_map"))
+        self._start = client.register_script(lua("start_step"))
+        self._finish = client.register_script(lua("finish_step", "expand_map"))
+        self._succeed = client.register_script(lua("succeed"))
+        self._fail = client.register_script(lua("fail_step", "end_job"))
+        self._expand = client.register_script(lua("expand", "expand_map"))
 
     def start(self, job: str, step: str, task_id: str, worker: str, tag: str,
               fields: Sequence[str], ready: Sequence[str] = ()) -> StepStart:
@@ -203,7 +198,8 @@ class StepRecorder:
         finish_step.lua). ``element_of`` is the map (name, sink, whole) whose element this
         step is; ``record``, commands to run in the same round trip whatever the job's
         state (the record of the batch the step ran in). A finish of ``attempt`` after a
-        later attempt started is ``fenced``: it changes nothing."""
+        later attempt started is ``fenced``, and one sent again after the step succeeded is
+        ``done``: neither changes anything."""
         now = time.time()
         final = event(job, "succeeded", final=True)
         map_args: list[Any] = ["", "", ""]
@@ -315,8 +311,8 @@ class JobStore:
     def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._end = client.register_script(_lua("end", "end_job"))
-        self._create = client.register_script(_lua("create_job"))
+        self._end = client.register_script(lua("end", "end_job"))
+        self._create = client.register_script(lua("create_job"))
 
     async def create(self, job: str, new: NewJob, blobs: Mapping[str, str],
                      publish: Sequence[Command] = (),

@@ -26,9 +26,10 @@ from typing import Any
 import redis
 from celery import Celery, Task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.worker.request import Request
-from kombu.utils.json import dumps
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from app._batch import strategy
 from app._dead_letters import keep_aside
@@ -41,21 +42,19 @@ from app._hooks import (
     TimeLimit,
     install_interrupt,
 )
-from app._jobs import StepRecorder, _lua
+from app._jobs import StepRecorder
 from app._protocol import (
     CANCELS,
     PROCESSES_PREFIX,
     alive_key,
     decode_step,
-    inflight_key,
     processes_key,
-    reserved_key,
 )
 from app._registry import CORE
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
 from app._step import StepTask, Worker, run_map, run_step
-from app._transport import NODE_OPTION, UNACKED, UNACKED_INDEX, Node
+from app._transport import NODE_OPTION, Node, reclaim
 
 __all__ = ["NODE_ENV", "device", "live_processes", "register", "select_device"]
 
@@ -92,7 +91,12 @@ def _cuda_devices() -> int:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
+    # a step's records and hand-offs are sent again on a broken connection for about 15 s
+    # (0.1, 0.2, 0.4, 0.8, then 1 s apart), riding out a Redis restart: a step that ran must
+    # not fail for want of its store (the scripts are safe to send twice: start_step counts
+    # one more attempt, finish_step says 'done')
+    return redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3,
+                                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 15))
 
 
 def _worker(settings: Settings, svc: ServiceSpec, solo: bool, inflight_ttl_s: int) -> Worker:
@@ -243,26 +247,6 @@ def _listen_cancels(settings: Settings, interrupts: Interrupts) -> None:
             backoff = min(backoff * 2, 2.0)
 
 
-def reclaim(client: redis.Redis, node: str, queue: str) -> int:
-    """Hand back at once the messages the dead worker ``node`` of ``queue`` held (see
-    reclaim.lua); returns how many."""
-    inflight, reserved = inflight_key(node), reserved_key(node)
-    tags = [t.decode() if isinstance(t, bytes) else str(t) for t in client.hkeys(inflight)]
-    unacked, queues = [], []
-    for tag, entry in zip(tags, client.hmget(UNACKED, tags) if tags else [], strict=True):
-        if entry is None:
-            continue
-        message, _, routing_key = json.loads(entry)
-        # as kombu's restore marks it (its queue: a Braid message's routing key)
-        message.setdefault("headers", {})["redelivered"] = True
-        message["properties"].setdefault("delivery_info", {})["redelivered"] = True
-        queues.append(routing_key)
-        unacked += [tag, dumps(message)]
-    script = client.register_script(_lua("reclaim"))
-    return int(script(keys=[inflight, UNACKED, UNACKED_INDEX, reserved, queue, *queues],
-                      args=[len(queues), *unacked, *client.lrange(reserved, 0, -1)]))
-
-
 def _heartbeat(settings: Settings, svc: ServiceSpec, node: str, stop: threading.Event) -> None:
     """Say every few seconds that ``node`` still serves ``svc``; /readyz and the metrics
     count live workers from this, without asking Celery. Only refreshes: a node becomes live
@@ -338,7 +322,15 @@ def _step_task(body: StepBody, queue: str) -> Callable[..., None]:
             message = {"task": task.name, "id": task.request.id, "args": args, "kwargs": kwargs}
             keep_aside(_current().client, queue, str(exc), json.dumps(message, default=repr))
             raise Reject(str(exc), requeue=False) from exc
-        body(task, job, step, args[2])
+        try:
+            body(task, job, step, args[2])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # the job store stayed out of reach (a step's own errors are recorded, not
+            # raised): the step is not failed, and its message goes back to its queue
+            # (acked, as Celery acks a failed task, it would be lost)
+            log.warning("step %s of job %s handed back: Redis is out of reach (%s)", step, job,
+                        exc)
+            raise Reject(str(exc), requeue=True) from exc
 
     return run
 
@@ -393,14 +385,6 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
         # with its own celery.accumulate (see run_map)
         runs |= {"braid.map", "celery.accumulate"}
 
-    def starting(**_: Any) -> None:
-        # before this worker consumes anything: what a node of its name still has in flight
-        # was left by a predecessor that died
-        with contextlib.suppress(redis.RedisError):
-            if n := reclaim(_client(settings), _node(svc.name), svc.queue):
-                log.warning("handed back the %d step(s) a previous %s was running", n,
-                            _node(svc.name))
-
     def init(**_: Any) -> None:
         from billiard.process import current_process
 
@@ -422,7 +406,6 @@ def register(celery: Celery, svc: ServiceSpec, settings: Settings, solo: bool,
         for thread in beat:
             thread.join(5)
 
-    worker_init.connect(starting, weak=False)
     worker_process_init.connect(init, weak=False)
     worker_ready.connect(ready, weak=False)
     worker_shutdown.connect(shutdown, weak=False)

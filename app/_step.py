@@ -452,6 +452,8 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
         attempt=run.attempts, **run.timing())
     if finished.status == "fenced":
         return _fenced(job, step, run.attempts)
+    if finished.status == "done":  # this finish was sent again (a reply lost): it was done
+        return None
     if finished.status == "complete":
         _assemble(w, job, finished.output_spec)
     if finished.held:

@@ -17,7 +17,8 @@ Celery configures it as ``broker_transport`` (the URL stays ``redis://``). Eight
 * **Taken, not popped.** A worker's channel takes a message with ``BLMOVE`` into its
   reserved list; its delivery's bookkeeping moves it to the worker's inflight hash, and
   kombu's ack, reject and restore take it out of that hash (a worker that dies holding it
-  hands it back: ``reclaim.lua``).
+  hands it back: :func:`reclaim`, and so does a worker's channel, for its own node, before
+  it first takes: at start and after a reconnection).
 * **Garbage refused.** A popped message that is not JSON, or not a kombu message, is kept
   aside as a dead letter (:mod:`app._dead_letters`); kombu would raise out of the worker's
   event loop, killing the worker and stranding what it held.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,9 +50,12 @@ from kombu.utils.json import dumps, loads
 
 from app._dead_letters import keep_aside
 from app._protocol import inflight_key, reserved_key
+from app._scripts import lua
 
 __all__ = ["HOLD", "NODE_OPTION", "UNACKED", "UNACKED_INDEX", "Node", "Transport", "capture",
-           "captured", "holding", "queued_behind", "send", "settle", "settled"]
+           "captured", "holding", "queued_behind", "reclaim", "send", "settle", "settled"]
+
+log = logging.getLogger("braid.worker")
 
 UNACKED: str = kombu_redis.Channel.unacked_key
 """kombu's hash of delivered, unacked messages (delivery tag -> message)."""
@@ -125,6 +130,26 @@ def queued_behind(queue: str) -> int | None:
 
 
 _BEHIND: dict[str, int] = {}
+
+
+def reclaim(client: redis.Redis, node: str, queue: str) -> int:
+    """Hand back at once the messages the worker ``node`` of ``queue`` held (it is dead, or
+    it is ``node`` itself, (re)connecting; see reclaim.lua); returns how many."""
+    inflight, reserved = inflight_key(node), reserved_key(node)
+    tags = [t.decode() if isinstance(t, bytes) else str(t) for t in client.hkeys(inflight)]
+    unacked, queues = [], []
+    for tag, entry in zip(tags, client.hmget(UNACKED, tags) if tags else [], strict=True):
+        if entry is None:
+            continue
+        message, _, routing_key = loads(entry)
+        # as kombu's restore marks it (its queue: a Braid message's routing key)
+        message.setdefault("headers", {})["redelivered"] = True
+        message["properties"].setdefault("delivery_info", {})["redelivered"] = True
+        queues.append(routing_key)
+        unacked += [tag, dumps(message)]
+    script = client.register_script(lua("reclaim"))
+    return int(script(keys=[inflight, UNACKED, UNACKED_INDEX, reserved, queue, *queues],
+                      args=[len(queues), *unacked, *client.lrange(reserved, 0, -1)]))
 
 
 class QoS(kombu_redis.QoS):
@@ -202,18 +227,21 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         node = self.connection.client.transport_options.get(NODE_OPTION)
         self.node: Node | None = Node(**node) if isinstance(node, dict) else None
-        self._handed_back = False
+        self._reclaimed = False
 
-    def _hand_back_reserved(self, node: Node) -> None:
-        """Put what this worker took but never noted as delivered back at the front of its
-        queue, before its consuming channel takes anything (a channel is new after a
-        reconnection, and a message taken as the last one broke, Redis restarting between
-        the BLMOVE and its delivery's bookkeeping, is still in the reserved list, which no
-        other worker reclaims while this one lives)."""
-        client = self._create_client()
-        while client.lmove(reserved_key(node.name), node.queue, "LEFT", "RIGHT") is not None:
-            pass
-        self._handed_back = True
+    def _reclaim_own(self, node: Node) -> None:
+        """Hand back what this worker's node still holds, before its consuming channel takes
+        anything: a channel is new when the worker starts, where what a node of its name
+        holds was left by a predecessor that died, and after a reconnection, where the
+        messages of the lost connection can no longer be acked (Celery terminated their
+        running steps and dropped the ones waiting in its pool), and kombu's restore of them
+        failed if Redis was down; so is a message taken as the last connection broke,
+        between its BLMOVE and its delivery's bookkeeping. (A step of the lost connection
+        that still ran is fenced off, or its redelivery finds it done.)"""
+        if n := reclaim(self._create_client(), node.name, node.queue):
+            log.warning("handed back the %d message(s) that %s held before it (re)connected",
+                        n, node.name)
+        self._reclaimed = True
 
     def get_table(self, exchange: str) -> list[tuple[str, ...]]:
         table = self._tables.get(exchange)
@@ -257,8 +285,8 @@ class Channel(kombu_redis.Channel):
             self._moving = None
             super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
             return
-        if not self._handed_back:
-            self._hand_back_reserved(self.node)
+        if not self._reclaimed:
+            self._reclaim_own(self.node)
         self._moving = queues[0]
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu: None until sent

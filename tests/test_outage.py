@@ -1,5 +1,5 @@
 """When Redis is down the API answers 503 and publishes nothing; when it is back, the same
-submission succeeds."""
+submission succeeds, and a step that ended meanwhile is recorded."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.harness import System
-from tests.jobs_helpers import wait
+from app._protocol import alive_key
+from tests.harness import System, wait_for
+from tests.jobs_helpers import submit, wait
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,28 @@ def test_a_full_redis_refuses_a_submission_with_a_503_that_says_so(small: System
             assert wait(http, ok.json()["id"], timeout=60)["result"] == 1
     finally:
         client.config_set("maxmemory", 0)
+
+
+def test_a_step_that_ends_while_redis_is_down_is_recorded_once_it_is_back(
+        small: System) -> None:
+    """Given a step running, when Redis stops, the step's code returns while Redis is down
+    and Redis then starts again, then the job succeeds with the step's output, from its one
+    attempt: the worker sends the step's records again until Redis answers (it neither
+    fails the step nor acks its message unrecorded)."""
+    name = small.start_worker("patient", BRAID_LOG_STEPS="1")
+    try:
+        wait_for(lambda: small.redis().zcard(alive_key("patient")) or None, 60,
+                 "the patient worker to be live")
+        with httpx.Client(base_url=small.url, timeout=30) as http:
+            job = submit(http, "/v1/services/patient/nap/jobs", {"seconds": 1.0})
+            wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["nap"]["state"]
+                     == "running", 30, "the step to start")
+            small.stop_redis()
+            wait_for(lambda: f"step nap of job {job} succeeded" in small.log(name), 30,
+                     "the step's code to return")
+            small.start_redis()
+            view = wait(http, job, timeout=60)
+        assert view["state"] == "succeeded" and view["result"] == 1.0
+        assert view["steps"]["nap"]["attempts"] == 1
+    finally:
+        small.stop(name)

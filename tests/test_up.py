@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,141 +17,22 @@ import httpx
 import pytest
 import redis
 
-from tests.harness import ROOT, free_port, wait_for
+from tests.chaos import Chaos
+from tests.foreground import Up, kill, start
+from tests.harness import wait_for
 from tests.jobs_helpers import run, submit, wait
-from tests.processes import alive, children, cmdline, tree
-
-OUTSIDE = '''
-import time
-
-from app import Value, api, models, pipeline, service, step
-
-
-@service(timeout=4, concurrency=2)
-class Outside:
-    """A service written outside the Braid repository (two processes each: prefork)."""
-
-    def __init__(self) -> None:
-        pass
-
-    @api
-    def hello(self, name: str) -> str:
-        return f"hello {name}"
-
-    @api
-    def slow(self, seconds: float) -> float:
-        time.sleep(seconds)
-        return seconds
-
-
-@service(timeout=4)
-class Shouter:
-    def __init__(self) -> None:
-        pass
-
-    @api
-    def shout(self, text: str) -> str:
-        return text.upper() + "!"
-
-    @api
-    def slow(self, seconds: float) -> float:
-        time.sleep(seconds)
-        return seconds
-
-
-@service(timeout=20, models=["bert-sentiment:latest"])
-class Reader:
-    """A transformers model from the store, loaded the way a new user's service loads one."""
-
-    def __init__(self) -> None:
-        from transformers import pipeline
-
-        self.pipe = pipeline("text-classification", model=str(models.get("bert-sentiment").path))
-
-    @api
-    def read(self, text: str) -> str:
-        return str(self.pipe(text)[0]["label"])
-
-
-@pipeline(name="greet")
-def greet(name: str) -> Value[str]:
-    return step(Shouter.shout, step(Outside.hello, step(Shouter.shout, name)))
-'''
-
-
-class Up:
-    def __init__(self, proc: subprocess.Popen[bytes], env: dict[str, str], log: Path) -> None:
-        self.proc = proc
-        self.env = env
-        self.log = log
-        self.url = f"http://127.0.0.1:{env['BRAID_API_PORT']}"
-        self.flower = f"http://127.0.0.1:{env['BRAID_FLOWER_PORT']}"
-
-    def supervisord(self) -> int:
-        """The supervisord that `braid up` runs as its child."""
-        found = [p for p in children(self.proc.pid) if "supervisor.supervisord" in cmdline(p)]
-        assert len(found) == 1, found
-        return found[0]
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def braid(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run another braid command beside this system, as its user would (same env)."""
-        return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=self.log.parent,
-                              env=self.env, capture_output=True, text=True, timeout=120)
-
-    def worker_main(self, node: str) -> int:
-        """The main process of the worker named ``node`` (service@host-N)."""
-        service, index = node.split("@")[0], node.rsplit("-", 1)[1]
-        mains = [p for p in children(self.supervisord())
-                 if cmdline(p).rstrip().endswith(f"worker {service} --index {index}")]
-        assert len(mains) == 1, (node, mains)
-        return mains[0]
-
-    def metric(self, name: str, service: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        for line in text.splitlines():
-            if line.startswith(f'{name}{{service="{service}"}} '):
-                return float(line.split()[-1])
-        raise AssertionError(f"{name} for {service} missing")
-
-    def flower_workers(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.flower}/api/workers", params={"refresh": "1"},
-                             auth=("admin", self.env["BRAID_FLOWER_PASSWORD"]), timeout=10)
-        response.raise_for_status()
-        workers: dict[str, Any] = response.json()
-        return workers
+from tests.processes import alive, children, tree
 
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[Up]:
-    tmp = tmp_path_factory.mktemp("up")
-    (tmp / "outside_app.py").write_text(textwrap.dedent(OUTSIDE))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAID_")}
-    env.update({
-        "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}", "PYTHONUNBUFFERED": "1",
-        "BRAID_STATE_DIR": str(tmp / "state"), "BRAID_EMBEDDED_REDIS_PORT": str(free_port()),
-        "BRAID_API_PORT": str(free_port()), "BRAID_FLOWER_PORT": str(free_port()),
-        "BRAID_FLOWER_PASSWORD": "flower-secret", "BRAID_VISIBILITY_MARGIN_S": "2",
-        "BRAID_RESTORE_INTERVAL_S": "1", "BRAID_TIME_LIMIT_GRACE_S": "1", "BRAID_LOG_JSON": "1",
-        "BRAID_LOG_STEPS": "1", "BRAID_MODELS_DIR": str(model_store),
-    })
-    log = tmp / "up.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--app", "outside_app",
-                                 "--scale", "outside=3"],
-                                cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    system = Up(proc, env, log)
+    system = start(tmp_path_factory.mktemp("up"), model_store, BRAID_VISIBILITY_MARGIN_S="2",
+                   BRAID_RESTORE_INTERVAL_S="1", BRAID_TIME_LIMIT_GRACE_S="1",
+                   BRAID_LOG_JSON="1", BRAID_LOG_STEPS="1")
     try:
         yield system
     finally:
-        if proc.poll() is None:  # the Ctrl-C test did not run: supervisord's programs run
-            for pid in tree(proc.pid):  # in process groups of their own
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-            proc.wait(10)
+        kill(system)  # if the Ctrl-C test did not run
 
 
 def test_everything_is_up_within_90_seconds_and_serves_the_outside_module(up: Up) -> None:
@@ -382,8 +262,21 @@ def test_killing_a_solo_worker_mid_step_hands_its_step_back_when_it_restarts(up:
         assert view["state"] == "succeeded"
         assert view["steps"]["slow"]["attempts"] == 2
     handed_back = [json.loads(line) for line in up.log.read_text(errors="replace").splitlines()
-                   if line.startswith("{") and "handed back the 1 step(s)" in line]
+                   if line.startswith("{") and "handed back the 1 message(s) that" in line]
     assert any(node in entry["message"] for entry in handed_back)
+
+
+def test_chaos_kills_and_a_redis_restart_lose_hang_fail_and_repeat_nothing(up: Up) -> None:
+    """Given the system under `braid up`, when 200 three-step jobs run (4 clients, each
+    submitting its next job once its last ended) while, after every 12 ended jobs, a
+    worker's main process or a pool child is SIGKILLed, and Redis restarts once, then every
+    job succeeds with its result and no step's success is recorded twice."""
+    figures = Chaos(up, every_jobs=12).run(200)
+    print(figures.summary())
+    assert figures.kills["redis restart"] == 1 and figures.kills["main"] >= 5
+    assert figures.kills["pool child"] >= 3
+    assert figures.jobs == figures.succeeded == 200, figures.summary()
+    assert figures.clean, (figures.failed, figures.lost, figures.hung, figures.twice)
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_process(up: Up) -> None:

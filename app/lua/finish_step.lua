@@ -33,7 +33,8 @@
 -- kombu's unacked hash and index, and the worker's inflight hash: a worker that dies with
 -- it hands it back to its queue).
 -- Returns {status, output spec or '', held message ...}: status 'ok', 'fenced' (changing
--- nothing) if a later attempt of the step started, 'ended' if the job is not running any more, 'succeeded' if this made the job succeed, or 'complete' (with
+-- nothing) if a later attempt of the step started, 'done' (changing nothing) if the step
+-- had succeeded already, 'ended' if the job is not running any more, 'succeeded' if this made the job succeed, or 'complete' (with
 -- the output spec) when the job's last sink finished and its result must be assembled.
 local job, steps, data, inflight, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local s, now, id, channel, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
@@ -43,6 +44,9 @@ local attempt = ARGV[20 + n]
 if attempt ~= '' and redis.call('HGET', steps, s .. '|attempts') ~= attempt then
   return {'fenced', ''}
 end
+-- sent again (the worker's client resends a script whose reply a broken connection lost):
+-- the first one did it all
+if redis.call('HGET', steps, s .. '|state') == 'succeeded' then return {'done', ''} end
 
 local cursor, key = 21 + n, 11
 local function commands()

@@ -178,6 +178,12 @@ class Patient:
         mark(f"{key}:end")
         return seconds
 
+    @api
+    def nap(self, seconds: float) -> float:
+        """Sleep, touching nothing else (Redis may be down meanwhile)."""
+        time.sleep(seconds)
+        return seconds
+
 
 @service(timeout=10)
 class SlowStart:

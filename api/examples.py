@@ -12,7 +12,7 @@ import typing
 from typing import Annotated, Any
 
 from app._pipeline import Pipeline
-from app._types import Array, is_array_type
+from app._types import IMAGE_FORMAT, Array, is_array_type
 
 __all__ = ["example"]
 
@@ -98,7 +98,7 @@ def _value(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
     if kind == "string":
-        if schema.get("contentEncoding") == "base64":
+        if schema.get("contentEncoding") == "base64" or schema.get("format") == IMAGE_FORMAT:
             return PNG_BASE64
         text = _FORMATS.get(schema.get("format", ""), "string")
         text = text.ljust(schema.get("minLength", 0), "x")

@@ -65,8 +65,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     problems.install(app)
     docs.install(app)
     app.include_router(home.router())
-    app.include_router(services.router(registry))
-    app.include_router(pipelines.router(registry))
+    app.include_router(services.router(registry, settings.image_formats))
+    app.include_router(pipelines.router(registry, settings.image_formats))
     app.include_router(jobs.router())
     app.include_router(health.router())
     return app

@@ -2,8 +2,9 @@
 
 JSON-safe values travel as they are. numpy arrays, PIL images and bytes travel in a tagged
 envelope (``{"__braid__": "ndarray", ...}``) that round-trips exactly (dtype, shape, image
-mode, size and palette). An encoded value larger than the blob threshold is stored in Redis
-under its own key with a TTL and travels as a reference.
+mode, size and palette); so does a dict that has the key ``"__braid__"`` itself. An encoded
+value larger than the blob threshold is stored in Redis under its own key with a TTL and
+travels as a reference.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def encode(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, dict):
-        if TAG in value:
-            raise ValueError(f"dict keys may not include {TAG!r}")
-        return {_key(k): encode(v) for k, v in value.items()}
+        items = {_key(k): encode(v) for k, v in value.items()}
+        # a dict of the envelopes' own key travels in an envelope of its own
+        return {TAG: "dict", "items": items} if TAG in items else items
     if isinstance(value, list | tuple):
         return [encode(v) for v in value]
     if isinstance(value, bytes | bytearray):
@@ -84,6 +85,8 @@ def decode(value: Any) -> Any:
     kind = value.get(TAG)
     if kind is None:
         return {k: decode(v) for k, v in value.items()}
+    if kind == "dict":
+        return {k: decode(v) for k, v in value["items"].items()}
     if kind == "bytes":
         return base64.b64decode(value["b64"])
     if kind == "ndarray":

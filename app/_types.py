@@ -15,14 +15,16 @@ import binascii
 import io
 import types
 import typing
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-__all__ = ["REST_TYPE", "Array", "is_array_type", "is_image_type", "rest_annotation", "to_rest"]
+__all__ = ["IMAGE_FORMAT", "NPY_MEDIA_TYPE", "REST_TYPE", "Array", "array_spec", "is_array_type",
+           "is_image_type", "rest_annotation", "to_rest"]
 
 REST_TYPE = "x-braid-type"
 """The JSON schema key that marks a REST array (``ndarray``), image (``image``) or ``bytes``."""
@@ -76,14 +78,85 @@ class Array:
 
     def parse(self, value: Any) -> Any:
         """An array from its REST form, checked against this spec."""
-        inferred = isinstance(value, list)
-        return self.check(_array_from_rest(value), cast=inferred)
+        # a list's dtype is inferred (so is an object's without "dtype"): it may be cast
+        inferred = isinstance(value, list) or (isinstance(value, dict) and "dtype" not in value)
+        array = _array_from_rest(value, self.dtype)
+        if array.size == 0 and array.ndim == 1 and self.shape is not None and len(self.shape) > 1 \
+                and self.shape[0] in (None, 0) and None not in self.shape[1:]:
+            # an empty list cannot say the sizes of its rows: it is no rows of the declared size
+            array = array.reshape((0, *typing.cast(tuple[int, ...], self.shape[1:])))
+        return self.check(array, cast=inferred)
+
+    @property
+    def media_type(self) -> str:
+        """How a multipart body's ``.npy`` part of this array is documented (its dtype and
+        shape as media type parameters, ``*`` for any size)."""
+        params = [] if self.dtype is None else [f"dtype={self.dtype}"]
+        if self.shape is not None:
+            params.append("shape=" + "x".join("*" if d is None else str(d) for d in self.shape))
+        return "; ".join([NPY_MEDIA_TYPE, *params])
+
+    def json_schema(self) -> JsonSchemaValue:
+        """The JSON forms of an array of this spec: a nested list, or ``{data, dtype}``."""
+        nested = _nested(_element(self.dtype), self.shape)
+        dtypes = [self.dtype] if self.dtype is not None else list(_DTYPES)
+        return {"anyOf": [nested, {
+            "type": "object", "properties": {"data": nested, "dtype": {"enum": dtypes}},
+            "required": ["data"], "additionalProperties": False}],
+            "description": f"numpy array ({self._expected()}): a nested list, or "
+                           "{data, dtype} (a result's {dtype, shape, data} is taken back too)"}
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_after_validator_function(self.check, handler(source))
 
 
-def _array_from_rest(value: Any) -> Any:
+NPY_MEDIA_TYPE = "application/x-npy"
+"""A ``.npy`` file (``numpy.save``), as an array's part of a multipart body."""
+
+_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+"""The dtypes an array of no declared dtype may name."""
+
+
+def _element(dtype: str | None) -> JsonSchemaValue:
+    """The JSON schema of one element of an array of ``dtype``."""
+    import numpy as np
+
+    kind = "f" if dtype is None else np.dtype(dtype).kind
+    if kind == "b":
+        return {"type": "boolean"}
+    if kind in "iu":
+        info = np.iinfo(np.dtype(dtype))
+        return {"type": "integer", "minimum": int(info.min), "maximum": int(info.max)}
+    if dtype is None:
+        return {"type": "number"}
+    largest = float(np.finfo(np.dtype(dtype)).max)
+    return {"type": "number", "minimum": -largest, "maximum": largest}
+
+
+def _nested(element: JsonSchemaValue, shape: tuple[int | None, ...] | None) -> JsonSchemaValue:
+    """Nested lists of ``element``, ``shape`` deep (sized where a size is given); for no
+    shape, a list of elements or of rows (what a schema can say: deeper lists are taken too,
+    and the rows must be of one length)."""
+    if shape is None:
+        return {"type": "array", "minItems": 1, "items": {"anyOf": [
+            element, {"type": "array", "items": {"type": "number"}}]}}
+    schema = element
+    for size in reversed(shape):
+        schema = {"type": "array", "items": schema}
+        if size is not None:
+            schema |= {"minItems": size, "maxItems": size}
+    return schema
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _array_from_rest(value: Any, want: str | None = None) -> Any:
+    """The array in ``value`` (its REST form: a nested list, an object, .npy bytes); the
+    elements of a list must be numbers, or booleans for a ``want``ed bool dtype."""
     import numpy as np
 
     if isinstance(value, np.ndarray):
@@ -99,17 +172,28 @@ def _array_from_rest(value: Any) -> Any:
     dtype = None
     shape = None
     if isinstance(value, dict):
-        if "data" not in value:
-            raise ValueError('an array object needs "data" (a nested list) and may give "dtype"')
+        if "data" not in value or not set(value) <= {"data", "dtype", "shape"}:
+            raise ValueError('an array object has "data" (a nested list) and may give "dtype" '
+                             'and "shape", nothing else')
         dtype, shape, value = value.get("dtype"), value.get("shape"), value["data"]
+        if dtype is not None and dtype not in _DTYPES:
+            raise ValueError(f"dtype {str(dtype)[:40]!r} is not one of {', '.join(_DTYPES)}")
+        if shape is not None and not (isinstance(shape, list) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise ValueError("shape is a list of sizes (integers >= 0)")
     if not isinstance(value, list):
         raise ValueError("an array is a nested JSON list or {\"data\": [...], \"dtype\": ...}")
+    named = dtype or want
+    if (named is None or np.dtype(named).kind != "b") and _has_bool(value):
+        raise ValueError("an array's elements are numbers, not true or false (or give "
+                         '"dtype": "bool")')
     try:
         array = np.asarray(value, dtype=np.dtype(dtype) if dtype else None)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"not a rectangular numeric array ({exc})") from exc
-    if array.dtype == object:
-        raise ValueError("not a rectangular numeric array (rows differ in length)")
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise ValueError("not a rectangular numeric array (rows differ in length, or an "
+                         "element is not a number)")
     if shape is not None and list(array.shape) != list(shape):
         if array.size == 0 and 0 in shape:  # an empty nested list cannot say its other sizes
             return array.reshape(shape)
@@ -132,7 +216,10 @@ def _image_from_rest(value: Any) -> Any:
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
-        value = value.get("data")
+        if "data" not in value or not set(value) <= _IMAGE_KEYS:
+            raise ValueError('an image object is {"data": <base64>} (a result\'s media_type, '
+                             'mode and size may come with it), nothing else')
+        value = value["data"]
     if isinstance(value, str):
         value = _decode_base64(value)
     if not isinstance(value, bytes | bytearray):
@@ -180,6 +267,8 @@ class _Rest:
     parse: Any
     accepts: JsonSchemaValue
     returns: JsonSchemaValue
+    array: Array | None = None
+    """An array's spec."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_plain_validator_function(
@@ -194,23 +283,41 @@ class _Rest:
 
 
 _BASE64: JsonSchemaValue = {"type": "string", "contentEncoding": "base64"}
-_ARRAY = _Rest("ndarray", _array_from_rest, accepts={
-    "anyOf": [
-        {"type": "array", "items": {}},
-        {"type": "object", "properties": {"data": {"type": "array"}, "dtype": {"type": "string"},
-                                          "shape": {"type": "array", "items": {"type": "integer"}}},
-         "required": ["data"]},
-    ],
-    "description": "numpy array: nested list, or {data, dtype, shape}",
-}, returns={
+_ARRAY_RETURNS: JsonSchemaValue = {
     "type": "object",
     "properties": {"dtype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
                    "data": {"type": "array"}},
     "required": ["dtype", "shape", "data"],
     "description": "numpy array: {dtype, shape, data (nested list)}",
-})
+}
+
+
+def _array_rest(spec: Array) -> _Rest:
+    return _Rest("ndarray", spec.parse, accepts=spec.json_schema(), returns=_ARRAY_RETURNS,
+                 array=spec)
+
+
+def array_spec(metadata: Iterable[Any]) -> Array:
+    """The :class:`Array` spec among a field's ``metadata`` (any dtype and shape if none)."""
+    for m in metadata:
+        if isinstance(m, Array):
+            return m
+        if isinstance(m, _Rest) and m.array is not None:
+            return m.array
+    return Array()
+
+
+IMAGE_FORMAT = "base64-image"
+"""The JSON schema ``format`` of an image sent as a string: the base64 of an image file (or a
+``data:`` URL of one); a schema cannot say "an image file", so the format names it."""
+_IMAGE_TEXT: JsonSchemaValue = {"type": "string", "format": IMAGE_FORMAT, "minLength": 1}
+_IMAGE_KEYS = {"data", "media_type", "mode", "size"}
+"""An image object's keys: its data, and what a result says beside it (taken back, unread)."""
 _IMAGE = _Rest("image", _image_from_rest, accepts={
-    "anyOf": [_BASE64, {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}],
+    "anyOf": [_IMAGE_TEXT, {"type": "object", "properties": {
+        "data": _IMAGE_TEXT, "media_type": {"type": "string"}, "mode": {"type": "string"},
+        "size": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["data"], "additionalProperties": False}],
     "description": "image file (PNG, JPEG, ...) as base64 or data URL",
 }, returns={
     "type": "object",
@@ -226,15 +333,16 @@ def rest_annotation(annotation: Any) -> Any:
     """The annotation pydantic validates REST input with: arrays, images and bytes get their
     REST forms, also inside lists, dicts, tuples and unions."""
     if is_array_type(annotation):
-        return Annotated[annotation, _ARRAY]
+        return Annotated[annotation, _array_rest(Array())]
     if typing.get_origin(annotation) is Annotated:
         inner, *meta = typing.get_args(annotation)
         spec = next((m for m in meta if isinstance(m, Array)), None)
         if is_array_type(inner) and spec is not None:
             rest = [m for m in meta if m is not spec]
-            return Annotated[(inner, replace(_ARRAY, parse=spec.parse), *rest)]
+            return Annotated[(inner, _array_rest(spec), *rest)]
         if is_array_type(inner) or is_image_type(inner):
-            return Annotated[(inner, _ARRAY if is_array_type(inner) else _IMAGE, *meta)]
+            return Annotated[(inner, _array_rest(Array()) if is_array_type(inner) else _IMAGE,
+                              *meta)]
         mapped_inner = rest_annotation(inner)
         if mapped_inner is not inner:  # e.g. a discriminated union of arrays and lists
             return Annotated[(mapped_inner, *meta)]

@@ -142,8 +142,9 @@ def test_landing_page_leaves_flower_out_when_it_is_off(locked: str) -> None:
 
 def test_multipart_body_has_file_pickers_for_images_arrays_and_bytes(http: httpx.Client) -> None:
     """Given services taking images, arrays and bytes, when /openapi.json is fetched, then
-    their multipart/form-data bodies declare those inputs as binary files, while the JSON
-    bodies keep the base64 and nested-list forms."""
+    their multipart/form-data bodies declare those inputs as binary files of the media types
+    they are read as, while the JSON bodies keep the base64 and nested-list forms; an API
+    without files documents JSON alone."""
     paths = http.get("/openapi.json").json()["paths"]
 
     def content(path: str) -> dict[str, Any]:
@@ -153,16 +154,21 @@ def test_multipart_body_has_file_pickers_for_images_arrays_and_bytes(http: httpx
     for path, fields in [("/v1/services/echo/images/jobs", ["rgb", "gray"]),
                          ("/v1/services/echo/arrays/jobs", ["a", "b"]),
                          ("/v1/services/echo/nbytes/jobs", ["data"])]:
-        form = content(path)["multipart/form-data"]["schema"]
+        form = content(path)["multipart/form-data"]
         for field in fields:
-            assert form["properties"][field]["type"] == "string", (path, field)
-            assert form["properties"][field]["format"] == "binary", (path, field)
-            assert "format" not in content(path)["application/json"]["schema"]["properties"][field]
-        assert form["required"] == fields
-    image = content("/v1/services/echo/images/jobs")["application/json"]["schema"]
-    assert '"contentEncoding": "base64"' in json.dumps(image["properties"]["rgb"])
-    calc = content("/v1/services/calc/add/jobs")["multipart/form-data"]["schema"]
-    assert calc["properties"]["a"]["type"] == "integer"
+            assert form["schema"]["properties"][field]["type"] == "string", (path, field)
+            assert form["schema"]["properties"][field]["format"] == "binary", (path, field)
+            assert form["encoding"][field]["contentType"], (path, field)
+            assert "binary" not in json.dumps(
+                content(path)["application/json"]["schema"]["properties"][field])
+        assert form["schema"]["required"] == fields
+    images = content("/v1/services/echo/images/jobs")
+    assert '"format": "base64-image"' in json.dumps(
+        images["application/json"]["schema"]["properties"]["rgb"])
+    assert "image/png" in images["multipart/form-data"]["encoding"]["rgb"]["contentType"]
+    arrays = content("/v1/services/echo/arrays/jobs")["multipart/form-data"]["encoding"]
+    assert arrays["a"]["contentType"].startswith("application/x-npy")
+    assert list(content("/v1/services/calc/add/jobs")) == ["application/json"]
 
 
 def test_submit_routes_show_an_example_body_that_is_accepted(system: System,

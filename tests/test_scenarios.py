@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -218,11 +219,20 @@ def test_a_text_longer_than_the_model_reads_is_truncated(api: httpx.Client) -> N
     assert len(view["result"]["b"]) == 384
 
 
+@pytest.mark.parametrize("pipeline", ["preprocess-predict", "ensemble"])
+def test_an_empty_list_is_no_rows_of_embeddings_and_gives_no_rows(api: httpx.Client,
+                                                                  pipeline: str) -> None:
+    # given an input of no texts and no embeddings (as the OpenAPI schema allows: an array
+    # of shape (0, 384))
+    # when it is submitted
+    view = run(api, f"/v1/pipelines/{pipeline}/jobs", {"input_data": []})
+    # then the job succeeds with no rows of probabilities
+    assert view["result"] == {"dtype": "float32", "shape": [0, 2], "data": []}
+
+
 BAD_INPUTS = [
-    ("/v1/pipelines/preprocess-predict/jobs", {"input_data": []}, "input_data.texts",
-     "List should have at least 1 item"),
-    ("/v1/pipelines/ensemble/jobs", {"input_data": []}, "input_data.texts",
-     "List should have at least 1 item"),
+    ("/v1/pipelines/preprocess-predict/jobs", {"input_data": ["a"] * 513}, "input_data.texts",
+     "List should have at most 512 items"),
     ("/v1/pipelines/ensemble/jobs", {"input_data": [[0.5, 0.5]]}, "input_data.embeddings",
      "expected float32, shape (*, 384); got float64, shape (1, 2)"),
     ("/v1/services/multi-model-service/combined_process/jobs", {"text": "x" * 100_000}, "text",
@@ -352,3 +362,27 @@ def test_every_scenario_curl_in_the_readme_works_as_documented(demo: System,
         accepted = json.loads(out.stdout)
         assert accepted["state"] == "queued", command
         assert wait(api, accepted["id"], 120)["state"] == "succeeded", command
+
+
+SCHEMATHESIS = ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples",
+                "25", "--seed", "1", "--generation-database", "none", "--request-timeout", "30",
+                "--no-color"]
+"""The contract run: every check, bounded (25 cases per operation and phase, about 30 s),
+reproducible (one seed); pinned with schemathesis itself in pyproject.toml."""
+
+
+def test_the_reference_api_keeps_its_openapi_contract(demo: System, tmp_path: Path) -> None:
+    """Given the reference services, when Schemathesis runs every check of its examples,
+    coverage and fuzzing phases against /openapi.json, then it finds no failure: no 5xx,
+    every status and header documented, every schema-valid request accepted and every
+    schema-violating one refused. Its hooks (tests.contract_hooks) make the images and
+    .npy files that a JSON schema can only name; tests/schemathesis.toml documents the one
+    answer that depends on the resource rather than the request (a 406)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "--config-file",
+         str(ROOT / "tests" / "schemathesis.toml"), "run", f"{demo.url}/openapi.json",
+         *SCHEMATHESIS],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**demo.env, "SCHEMATHESIS_HOOKS": "tests.contract_hooks"})
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert re.search(r"(\d+) generated, \1 passed", result.stdout), result.stdout[-3000:]

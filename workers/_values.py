@@ -29,9 +29,9 @@ Probabilities = Annotated[np.ndarray, Array("float32", (None, 2))]
 
 
 def _kind(value: Any) -> str:
-    """Texts are a list of strings (or an empty list, or a string: refused as texts);
-    anything else is read as an array."""
-    if isinstance(value, str) or (isinstance(value, list) and (not value or isinstance(value[0], str))):
+    """Texts are a list of strings (or a string: refused as texts); anything else is read as
+    an array (an empty list too: no rows of embeddings)."""
+    if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
         return "texts"
     return "embeddings"
 

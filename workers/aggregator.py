@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from app import Resources, api, service
+from workers._values import Probabilities
 
 
 @service(resources=Resources(cpu=1), timeout=10)
@@ -18,8 +19,8 @@ class Aggregator:
         pass
 
     @api(inline=True)
-    def average(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """The ensemble's aggregation: ``(a + b) / 2``."""
+    def average(self, a: Probabilities, b: Probabilities) -> Probabilities:
+        """The ensemble's aggregation: ``(a + b) / 2`` of two models' probabilities."""
         if a.shape != b.shape:
             raise ValueError(f"cannot average arrays of shapes {a.shape} and {b.shape}")
         return np.asarray((a + b) / 2, dtype=np.result_type(a, b))

@@ -1,17 +1,21 @@
 """One typed route per service API and per pipeline, so /docs shows each request body.
 
 A body is a JSON object, or ``multipart/form-data`` whose file parts fill image, array
-(``.npy``) and bytes parameters and whose other parts are values (JSON where they parse)."""
+(``.npy``) and bytes parameters and whose other parts are values (JSON where they parse; a
+list input is a part per item). The OpenAPI document shows the multipart form where an API
+takes files."""
 
 from __future__ import annotations
 
 import json
 import types
 import typing
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -23,7 +27,7 @@ from app import InvalidInput, PayloadTooLarge
 from app._codec import nesting
 from app._pipeline import Pipeline
 from app._protocol import IDEMPOTENCY_KEY
-from app._types import is_array_type, is_image_type
+from app._types import array_spec, is_array_type, is_image_type
 from app._views import JobAccepted, JobView
 
 __all__ = ["add_submit_route", "read_body"]
@@ -94,14 +98,16 @@ async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> B
     data: Any
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_part_size=limit)
-        data = {}
+        parts: dict[str, list[Any]] = {}
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
-                data[key] = await value.read()
-                if len(data[key]) > limit:
-                    raise _too_large(len(data[key]), limit)
+                content = await value.read()
+                if len(content) > limit:
+                    raise _too_large(len(content), limit)
+                parts.setdefault(key, []).append(content)
             else:
-                data[key] = _form_value(value, depth, key)
+                parts.setdefault(key, []).append(_form_value(value, depth, key))
+        data = _form_data(model, parts)
     else:
         raw = _shallow(await _read(request, limit), depth, "the body")
         try:
@@ -117,17 +123,45 @@ async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> B
         raise invalid_input(exc.errors()) from None
 
 
+def _form_data(model: type[BaseModel], parts: dict[str, list[Any]]) -> dict[str, Any]:
+    """A multipart body's parts as the input: a list input is its parts in order (or one
+    part of a JSON list), no part of it an empty list; any other input is one part."""
+    lists = _list_inputs(model)
+    data: dict[str, Any] = {name: [] for name in lists if model.model_fields[name].is_required()}
+    for key, values in parts.items():
+        if key in lists:
+            data[key] = values[0] if len(values) == 1 and isinstance(values[0], list) else values
+        elif len(values) > 1:
+            raise InvalidInput(f"the field {key!r} was sent {len(values)} times; send it once "
+                               "(only a list input is sent as a part per item)")
+        else:
+            data[key] = values[0]
+    return data
+
+
+def _bare(annotation: Any) -> Any:
+    """``annotation`` without its Optional and Annotated layers."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else None
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _list_inputs(model: type[BaseModel]) -> set[str]:
+    """The inputs of ``model`` that are lists (repeated parts in a multipart body)."""
+    return {name for name, field in model.model_fields.items()
+            if typing.get_origin(_bare(field.annotation)) in (list, tuple, set, frozenset)}
+
+
 _FILES = {"image": "An image file (PNG, JPEG, ...)", "array": "A .npy file (numpy.save)",
           "bytes": "A file: its bytes"}
 
 
 def _file_kind(annotation: Any) -> str | None:
     """Which file an input is sent as in a multipart body, if it is one."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        annotation = inner[0] if len(inner) == 1 else None
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
+    annotation = _bare(annotation)
     if is_image_type(annotation):
         return "image"
     if is_array_type(annotation):
@@ -135,21 +169,44 @@ def _file_kind(annotation: Any) -> str | None:
     return "bytes" if annotation is bytes else None
 
 
-def _multipart(model: type[BaseModel], schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` as a form: image, array and bytes inputs are file parts (a file picker in
-    /docs), the other inputs keep their schemas."""
+def _multipart(model: type[BaseModel], schema: dict[str, Any],
+               image_formats: Sequence[str]) -> dict[str, Any] | None:
+    """The multipart form of ``schema``, for an input model with files (None without): image,
+    array and bytes inputs are file parts (a file picker in /docs) of the media types they
+    are read as; a list input is a part per item (so none is an empty list, and it may be
+    left out); an object or other structured input is one part of JSON; a string or number
+    is one part of text."""
     properties = dict(schema.get("properties", {}))
+    encoding: dict[str, Any] = {}
     for name, field in model.model_fields.items():
+        if name not in properties:
+            continue
         kind = _file_kind(field.annotation)
-        if kind is not None and name in properties:
-            properties[name] = {"type": "string", "format": "binary",
-                                "title": properties[name].get("title", name),
-                                "description": _FILES[kind]}
-    return {**schema, "properties": properties}
+        if kind is None:  # (a structured input's part is JSON: OpenAPI's default for it)
+            continue
+        properties[name] = {"type": "string", "format": "binary",
+                            "title": properties[name].get("title", name),
+                            "description": _FILES[kind]}
+        if kind == "image":
+            Image.init()  # PIL registers its formats' media types lazily
+            types_ = [Image.MIME[f] for f in image_formats if f in Image.MIME]
+            encoding[name] = {"contentType": ", ".join(types_)}
+        elif kind == "array":
+            encoding[name] = {"contentType": array_spec(field.metadata).media_type}
+        else:
+            encoding[name] = {"contentType": "application/octet-stream"}
+    if not any(p.get("format") == "binary" for p in properties.values()):
+        return None
+    lists = _list_inputs(model)
+    required = [name for name in schema.get("required", []) if name not in lists]
+    form = {**schema, "properties": properties, "required": required}
+    if not required:
+        del form["required"]
+    return {"schema": form, "encoding": encoding}
 
 
 def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: str,
-                     description: str | None) -> None:
+                     description: str | None, image_formats: Sequence[str]) -> None:
     model = pipeline.input_model
     schema = model.model_json_schema()
 
@@ -168,9 +225,13 @@ def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: 
         body = await read_body(request, braid, model)
         return await submit(braid, request, pipeline, body, wait, idempotency_key)
 
-    body = {"required": True, "content": {
-        "application/json": {"schema": schema, "example": example(pipeline)},
-        "multipart/form-data": {"schema": _multipart(model, schema)}}}
+    # a body of no required input may be left out (it is then {})
+    content: dict[str, Any] = {"application/json": {"schema": schema,
+                                                    "example": example(pipeline)}}
+    form = _multipart(model, schema, image_formats)
+    if form is not None:  # (a body of files is also taken as JSON: base64)
+        content["multipart/form-data"] = form
+    body = {"required": bool(schema.get("required")), "content": content}
     router.add_api_route(path, endpoint, methods=["POST"], status_code=202, summary=summary,
                          description=description, response_model=JobAccepted,
                          responses=_ACCEPTED,

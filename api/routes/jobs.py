@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api import stream
@@ -68,14 +69,15 @@ def router() -> APIRouter:
                                     "`Last-Event-ID` the stream resumes after it, without "
                                     "a snapshot."},
                204: {"description": "With `Last-Event-ID`: the client saw the job's end "
-                                    "already (an `EventSource` stops reconnecting)"}}))
-    async def job_events(
-        job: str,
-        braid: BraidDep,
-        last_event_id: Annotated[str | None, Header(description="Resume after this event "
-                                                    "id (an `id:` this stream sent)")] = None,
-    ) -> Response:
-        since = _event_id(last_event_id)
+                                    "already (an `EventSource` stops reconnecting)"}}),
+           # the header is read from the request: a declared optional header would be
+           # documented as string-or-null, and a header is never null
+           openapi_extra={"parameters": [{
+               "name": "Last-Event-ID", "in": "header", "required": False,
+               "description": "Resume after this event id (an `id:` this stream sent)",
+               "schema": {"type": "string", "pattern": _EVENT_ID}}]})
+    async def job_events(job: str, braid: BraidDep, request: Request) -> Response:
+        since = _event_id(request.headers.get("last-event-id"))
         view = await read_job(braid, job, with_steps=False)
         if ended_before(view, since):
             return Response(status_code=204)
@@ -147,11 +149,14 @@ def _download(job: str, value: Any, wanted: str) -> Response:
         "Content-Disposition": f'attachment; filename="{job}.{wanted}"'})
 
 
+_EVENT_ID = r"^[0-9]+(\.[0-9]+)?$"
+"""An event's id: the time of its transition, in seconds (what the stream's ``id:`` says)."""
+
+
 def _event_id(text: str | None) -> float | None:
     if text is None:
         return None
-    try:
-        return float(text)
-    except ValueError:
+    if re.fullmatch(_EVENT_ID, text) is None:
         raise InvalidInput(f"Last-Event-ID {text[:40]!r} is not an id this stream sent (a "
-                           "number); reconnect without it for a fresh snapshot") from None
+                           "number); reconnect without it for a fresh snapshot")
+    return float(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,7 +16,9 @@ from app._registry import Registry
 __all__ = ["router"]
 
 
-def router(registry: Registry) -> APIRouter:
+def router(registry: Registry, image_formats: Sequence[str]) -> APIRouter:
+    """The routes, a submit route per pipeline of ``registry`` (whose multipart image parts
+    may be of ``image_formats``)."""
     r = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], dependencies=[Authorized],
                   responses=responses(UNAUTHORIZED))
 
@@ -31,7 +34,8 @@ def router(registry: Registry) -> APIRouter:
         return pipeline_info(braid.registry.pipeline(name))
 
     for p in registry.pipelines.values():
-        add_submit_route(r, f"/{p.name}/jobs", p, f"Run pipeline {p.name}", p.func.__doc__)
+        add_submit_route(r, f"/{p.name}/jobs", p, f"Run pipeline {p.name}", p.func.__doc__,
+                         image_formats)
 
     @r.post("/{name}/jobs", include_in_schema=False)
     async def unknown(name: str, braid: BraidDep) -> None:

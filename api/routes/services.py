@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,7 +16,9 @@ from app._registry import Registry
 __all__ = ["router"]
 
 
-def router(registry: Registry) -> APIRouter:
+def router(registry: Registry, image_formats: Sequence[str]) -> APIRouter:
+    """The routes, a submit route per service API of ``registry`` (whose multipart image
+    parts may be of ``image_formats``)."""
     r = APIRouter(prefix="/v1/services", tags=["services"], dependencies=[Authorized],
                   responses=responses(UNAUTHORIZED))
 
@@ -39,7 +42,8 @@ def router(registry: Registry) -> APIRouter:
     for svc in registry.services.values():
         for spec in svc.apis.values():
             add_submit_route(r, f"/{svc.name}/{spec.name}/jobs", registry.api_pipeline(
-                svc.name, spec.name), f"Run {svc.name}.{spec.name}", spec.func.__doc__)
+                svc.name, spec.name), f"Run {svc.name}.{spec.name}", spec.func.__doc__,
+                image_formats)
 
     @r.post("/{service}/{api}/jobs", include_in_schema=False)
     async def unknown(service: str, api: str, braid: BraidDep) -> None:

@@ -113,8 +113,9 @@ class Array:
 NPY_MEDIA_TYPE = "application/x-npy"
 """A ``.npy`` file (``numpy.save``), as an array's part of a multipart body."""
 
-_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
-"""The dtypes an array of no declared dtype may name."""
+_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64",
+           "uint32", "uint16", "uint8", "bool")
+"""The dtypes an array object may name (and results have)."""
 
 
 def _element(dtype: str | None) -> JsonSchemaValue:
@@ -176,7 +177,7 @@ def _array_from_rest(value: Any, want: str | None = None) -> Any:
             raise ValueError('an array object has "data" (a nested list) and may give "dtype" '
                              'and "shape", nothing else')
         dtype, shape, value = value.get("dtype"), value.get("shape"), value["data"]
-        if dtype is not None and dtype not in _DTYPES:
+        if dtype is not None and dtype not in (*_DTYPES, want):
             raise ValueError(f"dtype {str(dtype)[:40]!r} is not one of {', '.join(_DTYPES)}")
         if shape is not None and not (isinstance(shape, list) and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):

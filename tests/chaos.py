@@ -132,7 +132,6 @@ class Chaos:
             except httpx.TransportError:
                 answer = None
             if answer is not None and answer.status_code == 202:
-                self.figures.jobs += 1
                 return str(answer.json()["id"])
             if answer is not None and answer.status_code not in (429, 503):
                 raise AssertionError(f"submit answered {answer.status_code}: {answer.text}")
@@ -146,18 +145,22 @@ class Chaos:
         return "/v1/pipelines/linger/jobs", {"name": name, "seconds": self.seconds}
 
     def _final(self, http: httpx.Client, job: str) -> dict[str, Any] | None:
-        """The job once it ended; {} if it is not found; None if it did not end in time."""
+        """The job once it ended (each ask waits up to 5 s for that); just its id if it is
+        not found; None if it did not end in time."""
         deadline = time.monotonic() + self.bound_s
         while time.monotonic() < deadline:
             try:
                 answer = http.get(f"/v1/jobs/{job}", params={"wait": 5}, timeout=15)
             except httpx.TransportError:
-                continue
-            if answer.status_code == 404:
+                answer = None
+            if answer is not None and answer.status_code == 404:
                 return {"id": job}
-            view: dict[str, Any] = answer.json() if answer.status_code == 200 else {}
-            if view.get("state") in FINAL:
-                return view
+            if answer is not None and answer.status_code == 200:
+                view: dict[str, Any] = answer.json()
+                if view.get("state") in FINAL:
+                    return view
+            else:  # the API or Redis is away: ask again shortly
+                time.sleep(0.2)
         return None
 
     # -- the kills --------------------------------------------------------------------------
@@ -216,6 +219,7 @@ class Chaos:
 
     def _count(self, names: list[str]) -> None:
         f = self.figures
+        f.jobs = len(self.views)  # a client records each job it got accepted, ended or not
         for name in names:
             view = self.views.get(name)
             if view is None:

@@ -94,7 +94,7 @@ def test_a_step_that_ends_while_redis_is_down_is_recorded_once_it_is_back(
         wait_for(lambda: small.redis().zcard(alive_key("patient")) or None, 60,
                  "the patient worker to be live")
         with httpx.Client(base_url=small.url, timeout=30) as http:
-            job = submit(http, "/v1/services/patient/nap/jobs", {"seconds": 1.0})
+            job = submit(http, "/v1/services/patient/nap/jobs", {"seconds": 2.0})
             wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["nap"]["state"]
                      == "running", 30, "the step to start")
             small.stop_redis()
@@ -102,7 +102,7 @@ def test_a_step_that_ends_while_redis_is_down_is_recorded_once_it_is_back(
                      "the step's code to return")
             small.start_redis()
             view = wait(http, job, timeout=60)
-        assert view["state"] == "succeeded" and view["result"] == 1.0
+        assert view["state"] == "succeeded" and view["result"] == 2.0
         assert view["steps"]["nap"]["attempts"] == 1
     finally:
         small.stop(name)

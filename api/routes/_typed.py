@@ -7,6 +7,7 @@ takes files."""
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
@@ -149,10 +150,11 @@ def _bare(annotation: Any) -> Any:
     return annotation
 
 
-def _list_inputs(model: type[BaseModel]) -> set[str]:
+@functools.cache
+def _list_inputs(model: type[BaseModel]) -> frozenset[str]:
     """The inputs of ``model`` that are lists (repeated parts in a multipart body)."""
-    return {name for name, field in model.model_fields.items()
-            if typing.get_origin(_bare(field.annotation)) in (list, tuple, set, frozenset)}
+    return frozenset(name for name, field in model.model_fields.items()
+                     if typing.get_origin(_bare(field.annotation)) in (list, tuple, set, frozenset))
 
 
 _FILES = {"image": "An image file (PNG, JPEG, ...)", "array": "A .npy file (numpy.save)",

@@ -32,6 +32,12 @@ def _sse(kind: str, data: JobView | dict[str, Any], at: float) -> str:
     return f"id: {at!r}\nevent: {kind}\ndata: {text}\n\n"
 
 
+def _us(t: float) -> int:
+    """``t`` in whole microseconds: records hold times to the microsecond, events (and their
+    ids) the same times as floats, so they are compared at that resolution."""
+    return round(t * 1_000_000)
+
+
 def _latest(view: JobView) -> float:
     """When the last transition that ``view`` shows happened."""
     times = [view.created_at, view.started_at, view.finished_at]
@@ -44,12 +50,12 @@ def _missed(view: JobView, since: float) -> list[dict[str, Any]]:
     """The step transitions after ``since``, as the live step events told them."""
     out: list[dict[str, Any]] = []
     for name, step in (view.steps or {}).items():
-        if step.started_at is not None and step.started_at.timestamp() > since:
+        if step.started_at is not None and _us(step.started_at.timestamp()) > _us(since):
             extra: dict[str, Any] = {"size": step.size} if step.kind == "map" else {}
             state = "expanded" if step.kind == "map" else "running"
             out.append({"job": view.id, "step": name, "state": state,
                         "ts": step.started_at.timestamp(), **extra})
-        if step.finished_at is not None and step.finished_at.timestamp() > since:
+        if step.finished_at is not None and _us(step.finished_at.timestamp()) > _us(since):
             failure = {"error": step.error.model_dump(exclude_none=True)} if step.error else {}
             out.append({"job": view.id, "step": name, "state": step.state.value,
                         "ts": step.finished_at.timestamp(), **failure})
@@ -60,7 +66,7 @@ def ended_before(view: JobView, since: float | None) -> bool:
     """Whether a client resuming after ``since`` saw this job's ``end`` already (whose id
     is the job's end, or a later step event's)."""
     return since is not None and view.finished_at is not None and \
-        view.state.final and since >= view.finished_at.timestamp()
+        view.state.final and _us(since) >= _us(view.finished_at.timestamp())
 
 
 async def job_events(braid: Braid, job: str, since: float | None) -> AsyncIterator[str]:
@@ -88,7 +94,7 @@ async def job_events(braid: Braid, job: str, since: float | None) -> AsyncIterat
                 continue
             if event.get("final") or event.get("state") == "resync":
                 view = await read_job(braid, job)
-            elif float(event.get("ts", 0)) > shown:
+            elif _us(float(event.get("ts", 0))) > _us(shown):
                 cursor = max(cursor, float(event["ts"]))
                 yield _sse("step", event, cursor)
         end = await read_job(braid, job)

@@ -36,7 +36,7 @@ from app._dead_letters import keep_message_aside
 from app._jobs import event
 from app._protocol import EVENTS, StepField, decode_step, step_field, steps_key
 from app._service import ApiSpec, ServiceSpec
-from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch
+from app._step import Begun, Delivered, Outcome, Worker, begin_all, call_batch, ending_together
 from app._transport import Command, queued_behind, send
 
 __all__ = ["RunCost", "strategy"]
@@ -168,14 +168,15 @@ class Collector:
                              zip(group, outcomes, strict=True)})
         w.batched.update(prepared)
         try:
-            for request in requests:
-                self.execute(request)  # Celery's tracer: run_step ends it with its outcome
+            with ending_together(w.recorder, [("LLEN", self.queue)]) as queued:
+                for request in requests:
+                    self.execute(request)  # Celery's tracer: run_step ends it with its outcome
         finally:
             # an outcome its request did not take (the pool refused it) must not meet the
             # same task id redelivered later
             for request in requests:
                 w.batched.pop(request.id, None)
-        return bool(ready) and bool(w.client.llen(self.queue))
+        return bool(ready) and bool(queued and queued[0])
 
     def _record(self, w: Worker, group: list[tuple[str, Begun]], outcomes: list[Outcome],
                 seconds: float) -> list[Outcome]:

@@ -12,7 +12,7 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +40,8 @@ from app._protocol import (
 from app._scripts import lua
 from app._transport import UNACKED, UNACKED_INDEX, Command, settle
 
-__all__ = ["Created", "Finished", "JobState", "JobStore", "NewJob", "Start", "StepRecorder", "StepStart",
-           "new_job_id"]
+__all__ = ["Created", "FinishCall", "Finished", "JobState", "JobStore", "NewJob", "Start",
+           "StepRecorder", "StepStart", "new_job_id"]
 
 
 def new_job_id() -> str:
@@ -129,6 +129,16 @@ class Finished:
     held: Sequence[bytes] = ()
 
 
+@dataclass(frozen=True)
+class FinishCall:
+    """A step's finish, built but not sent yet: finish_step.lua's keys, its arguments as of
+    the time it is sent (``args(now)``), and the delivery tag of its message ('' if none)."""
+
+    keys: list[str]
+    args: Callable[[float], list[Any]]
+    tag: str
+
+
 def _encoded(commands: Sequence[Command], keys: list[str], args: list[Any]) -> None:
     """finish_step.lua's layout of a command list: keys to ``keys``, the rest to ``args``."""
     args.append(len(commands))
@@ -200,33 +210,88 @@ class StepRecorder:
         state (the record of the batch the step ran in). A finish of ``attempt`` after a
         later attempt started is ``fenced``, and one sent again after the step succeeded is
         ``done``: neither changes anything."""
-        now = time.time()
-        final = event(job, "succeeded", final=True)
-        map_args: list[Any] = ["", "", ""]
-        if element_of is not None:
-            name, map_sink, map_whole = element_of
-            map_args = [name, _flags(map_sink, map_whole, False), event(job, "succeeded", name)]
-        expand_args: list[Any] = ["", "", "", "", 0]
-        if expansion is not None:
-            name = expansion.map_step
-            expand_args = [name, event(job, "expanded", name, size=len(expansion.items)),
-                           _flags(expansion.sink, expansion.whole, False),
-                           event(job, "succeeded", name), len(expansion.items), *expansion.items]
+        call = self.finish_call(job, step, packed, sink=sink, whole=whole, counts=counts,
+                                tag=tag, element_of=element_of, expansion=expansion,
+                                handoff=handoff, record=record, attempt=attempt, **timing)
+        return self.finish_all([call])[0][0]
+
+    def finish_call(self, job: str, step: str, packed: str, *, sink: bool, whole: bool,
+                    counts: bool = True, tag: str = "",
+                    element_of: tuple[str, bool, bool] | None = None,
+                    expansion: Expansion | None = None, handoff: HandOff = HandOff(),
+                    record: Sequence[Command] = (), attempt: int | None = None,
+                    **timing: Any) -> FinishCall:
+        """:meth:`finish`'s script call, built but not sent (:meth:`finish_all` sends it)."""
         group = handoff.chord_group or ""
         keys = [*job_keys(job), self.inflight, DEADLINES, UNACKED, UNACKED_INDEX,
                 chord_parts_key(group), chord_size_key(group), chord_body_key(group)]
-        args: list[Any] = [step, now, job, EVENTS, packed, _flags(sink, whole, counts), tag,
-                           event(job, "succeeded", step, **timing), final, *map_args,
-                           *expand_args, handoff.chord_task if group else "",
-                           handoff.chord_ttl_s, "" if attempt is None else attempt]
-        _encoded(handoff.commands, keys, args)
-        _encoded(record, keys, args)
-        reply = self._finish(keys=keys, args=args)
-        if tag:
-            # done in the script, or (fenced) the message is a later attempt's now: kombu's
-            # ack must not remove its unacked entry
-            settle(tag)
-        return Finished(reply[0].decode(), reply[1].decode(), [bytes(m) for m in reply[2:]])
+        commands: list[Any] = []
+        _encoded(handoff.commands, keys, commands)
+        _encoded(record, keys, commands)
+
+        def args(now: float) -> list[Any]:
+            # the events carry the time the record gets: a resumed event stream, read back
+            # from the record, starts right after the last event its client saw
+            map_args: list[Any] = ["", "", ""]
+            if element_of is not None:
+                name, map_sink, map_whole = element_of
+                map_args = [name, _flags(map_sink, map_whole, False),
+                            event(job, "succeeded", name, ts=now)]
+            expand_args: list[Any] = ["", "", "", "", 0]
+            if expansion is not None:
+                name = expansion.map_step
+                expand_args = [name, event(job, "expanded", name, size=len(expansion.items),
+                                           ts=now),
+                               _flags(expansion.sink, expansion.whole, False),
+                               event(job, "succeeded", name, ts=now), len(expansion.items),
+                               *expansion.items]
+            return [step, now, job, EVENTS, packed, _flags(sink, whole, counts), tag,
+                    event(job, "succeeded", step, **timing, ts=now),
+                    event(job, "succeeded", final=True, ts=now), *map_args, *expand_args,
+                    handoff.chord_task if group else "", handoff.chord_ttl_s,
+                    "" if attempt is None else attempt, *commands]
+
+        return FinishCall(keys, args, tag)
+
+    def finish_all(self, calls: Sequence[FinishCall], also: Sequence[Command] = (), *,
+                   settled: bool = False) -> tuple[list[Finished], list[Any]]:
+        """Send the finishes ``calls`` (:meth:`finish_call`), then the commands ``also``, in
+        one round trip: what each finish came to, and the replies of ``also``. Their
+        messages are settled here, unless the caller did already (``settled``). The steps
+        are stamped finished now, as they are stored."""
+        now = round(time.time(), 6)  # a record's resolution: its events' ids equal its times
+        stamped = [(c.keys, c.args(now)) for c in calls]
+        if len(calls) == 1 and not also:
+            replies = [self._finish(keys=stamped[0][0], args=stamped[0][1])]
+        else:
+            replies = self._pipelined(stamped, also)
+        if not settled:
+            for call in calls:
+                if call.tag:
+                    # done in the script, or (fenced) the message is a later attempt's
+                    # now: kombu's ack must not remove its unacked entry
+                    settle(call.tag)
+        finished = [Finished(r[0].decode(), r[1].decode(), [bytes(m) for m in r[2:]])
+                    for r in replies[:len(calls)]]
+        return finished, list(replies[len(calls):])
+
+    def _pipelined(self, calls: Sequence[tuple[list[str], list[Any]]],
+                   also: Sequence[Command]) -> list[Any]:
+        try:
+            return self._send(calls, also)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted (and forgot the script) between the pipeline's script check
+            # and its resend: send it all again (a finish sent twice is 'done')
+            return self._send(calls, also)
+
+    def _send(self, calls: Sequence[tuple[list[str], list[Any]]],
+              also: Sequence[Command]) -> list[Any]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                self._finish(keys=keys, args=args, client=pipe)
+            for command in also:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return list(pipe.execute())
 
     def succeed(self, job: str, result: str) -> None:
         self._succeed(keys=[job_key(job), DEADLINES],

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=1, description="Threads per worker process for torch (OMP_NUM_THREADS)."
     )
+    worker_nice: int = Field(
+        default=10, ge=0, le=19, description="How far worker processes lower their CPU "
+        "priority (a nice increment; the API, Redis and Flower keep theirs): on a shared "
+        "host a model's forward pass then never delays the API's and Redis's replies, which "
+        "every hop of every job waits for."
+    )
     max_concurrency: int | None = Field(
         default=None, description="Caps every service's pool size (small machines, tests)."
     )

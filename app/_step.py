@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import redis
-from celery import Task, chord, group
+from celery import Celery, Task, chord, group
 from celery.canvas import Signature, signature
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
@@ -26,7 +29,7 @@ from app import _codec
 from app._canvas import Template, shape
 from app._hooks import Hooks, Interrupt, Interrupts, MemoryLimitExceeded, StepRun
 from app._inline import run_held
-from app._jobs import Expansion, HandOff, Start, StepRecorder, StepStart
+from app._jobs import Expansion, FinishCall, Finished, HandOff, Start, StepRecorder, StepStart
 from app._protocol import (
     StepCall,
     StepField,
@@ -38,11 +41,11 @@ from app._protocol import (
 )
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
-from app._transport import Command, capture, captured, holding, send
+from app._transport import Command, capture, captured, holding, send, settle
 
 __all__ = [
     "Begun", "Delivered", "Outcome", "StepFailed", "StepTask", "Worker", "begin", "begin_all",
-    "call_batch", "run_map", "run_step",
+    "call_batch", "ending_together", "run_map", "run_step",
 ]
 
 log = logging.getLogger("braid.worker")
@@ -444,20 +447,85 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
     blob = outcome.blob
     stored = None if blob is None else ("SET", blob[0], blob[1], "EX", w.settings.job_ttl_s)
     element_of = (call.map_step, call.sink, call.whole) if call.map_step is not None else None
-    finished = w.recorder.finish(
+    finishing = w.recorder.finish_call(
         job, step, outcome.packed, sink=call.sink and element_of is None,
         whole=call.whole and element_of is None, counts=element_of is None, tag=tag,
         element_of=element_of, expansion=outcome.expansion,
         handoff=_hand_off(task, job, call, outcome.expansion, stored), record=outcome.record,
         attempt=run.attempts, **run.timing())
+    then = partial(_finished, w, task.app, job, step, run.attempts)
+    ends = _ENDS.get()
+    if ends is None:
+        return then(w.recorder.finish_all([finishing])[0][0])
+    if tag:  # its finish settles it, later: Celery's ack, next, must leave Redis alone
+        settle(tag)
+    ends.append((finishing, then))
+    return None
+
+
+def _finished(w: Worker, app: Celery, job: str, step: str, attempt: int,
+              finished: Finished) -> None:
+    """What follows a step's finish: its job's result assembled if it was the last, and the
+    inline steps it held for this worker run."""
     if finished.status == "fenced":
-        return _fenced(job, step, run.attempts)
+        return _fenced(job, step, attempt)
     if finished.status == "done":  # this finish was sent again (a reply lost): it was done
         return None
     if finished.status == "complete":
         _assemble(w, job, finished.output_spec)
     if finished.held:
-        run_held(task.app, w.node, w.client, w.recorder.inflight, finished.held)
+        run_held(app, w.node, w.client, w.recorder.inflight, finished.held)
+    return None
+
+
+_Ends = list[tuple[FinishCall, Callable[[Finished], None]]]
+_ENDS: ContextVar[_Ends | None] = ContextVar("braid_ends", default=None)
+
+
+@contextmanager
+def ending_together(recorder: StepRecorder, also: Sequence[Command] = ()) -> Iterator[list[Any]]:
+    """Within, the steps that succeed (a batch's, whose tracers run one after another) send
+    their finishes at the end, in one round trip, followed by the commands ``also`` (whose
+    replies fill the list it yields); then what follows each finish runs, and the finishes
+    of the inline steps those held go together again. Until then no step of them is acked
+    in Redis (a worker that dies first has every one redelivered), and none waits for the
+    others' finishes or their jobs' inline steps."""
+    ends: _Ends = []
+    replies: list[Any] = []
+    token = _ENDS.set(ends)
+    try:
+        yield replies
+    finally:
+        try:
+            _end_all(recorder, ends, also, replies)
+        finally:
+            _ENDS.reset(token)
+
+
+def _end_all(recorder: StepRecorder, ends: _Ends, also: Sequence[Command],
+             replies: list[Any]) -> None:
+    first = True
+    while ends or (first and also):
+        due = ends[:]
+        ends.clear()
+        try:
+            finished, more = recorder.finish_all([c for c, _ in due], also if first else (),
+                                                 settled=True)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # their messages are still noted in flight under this worker: its channel's
+            # reclaim hands them back when it reconnects (or kombu's restore, after the
+            # visibility timeout), and their redelivery runs them again
+            log.warning("%d finished steps not recorded, to be redelivered: Redis is out of "
+                        "reach (%s)", len(due), exc)
+            return
+        if first:
+            replies.extend(more)
+            first = False
+        for (_, then), done in zip(due, finished, strict=True):
+            try:
+                then(done)
+            except Exception:
+                log.exception("after a step's finish")
 
 
 def run_step(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, job: str, step: str,

@@ -66,7 +66,8 @@ _SETTLED: set[str] = set()
 
 
 def settle(tag: str) -> None:
-    """Say that the message ``tag`` left kombu's unacked bookkeeping in Redis already."""
+    """Say that the message ``tag`` leaves kombu's unacked bookkeeping in Redis by a Braid
+    script (done already, or in a finish still to be sent): kombu's ack of it must not."""
     _SETTLED.add(tag)
 
 

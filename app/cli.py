@@ -115,6 +115,7 @@ def worker(apps: tuple[str, ...], service: str, index: int | None, concurrency: 
 
     settings = _settings(apps)
     _worker_env(settings)
+    os.nice(settings.worker_nice)  # inherited by the pool's processes
     registry = load(settings.apps)
     svc = registry.service(service)
     _check_models(svc.models)

@@ -41,6 +41,22 @@ def test_a_burst_of_calls_forms_batches_larger_than_one(http: httpx.Client) -> N
     assert max(sizes) > 1, sizes
 
 
+def test_the_calls_of_a_batch_are_stored_and_handed_off_together(http: httpx.Client) -> None:
+    # given a busy model, and calls queued behind it
+    busy = _busy(http, 1.0)
+    jobs = [submit(http, HOLD, {"seconds": 0.01, "key": "together"}) for _ in range(6)]
+    # when they run in batches
+    views = [wait(http, job) for job in jobs]
+    # then the calls of each batch were stored in one round trip (one time, not one each)
+    assert wait(http, busy)["state"] == "succeeded"
+    by_batch: dict[str, set[str]] = {}
+    for view in views:
+        step = view["steps"]["hold"]
+        by_batch.setdefault(step["batch"]["id"], set()).add(step["finished_at"])
+    assert any(v["steps"]["hold"]["batch"]["size"] > 1 for v in views)
+    assert all(len(times) == 1 for times in by_batch.values()), by_batch
+
+
 def test_calls_queued_behind_a_busy_model_run_when_its_batches_may_not_wait(
         http: httpx.Client) -> None:
     # given an API with max_latency_ms=0 whose model is busy, and calls queued behind it

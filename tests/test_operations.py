@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 
@@ -123,3 +124,14 @@ def test_a_worker_is_live_only_once_its_model_is_loaded(system: System,
     finally:
         system.stop(name)
     assert live() == 0
+
+
+def test_workers_run_at_a_lower_cpu_priority_than_the_api(system: System) -> None:
+    # given the session's system, started with the default BRAID_WORKER_NICE (10)
+    workers = [proc.pid for name, proc in system.procs.items() if name.startswith("worker-")]
+    assert workers
+    # then every worker runs 10 nice steps below the API (which keeps its parent's), so a
+    # forward pass never delays the API's replies on a shared host
+    api = os.getpriority(os.PRIO_PROCESS, system.procs["api"].pid)
+    assert api == os.getpriority(os.PRIO_PROCESS, 0)
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {min(19, api + 10)}

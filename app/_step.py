@@ -504,13 +504,12 @@ def ending_together(recorder: StepRecorder, also: Sequence[Command] = ()) -> Ite
 
 def _end_all(recorder: StepRecorder, ends: _Ends, also: Sequence[Command],
              replies: list[Any]) -> None:
-    first = True
-    while ends or (first and also):
+    extra = also  # sent with the first round only
+    while ends or extra:
         due = ends[:]
         ends.clear()
         try:
-            finished, more = recorder.finish_all([c for c, _ in due], also if first else (),
-                                                 settled=True)
+            finished, more = recorder.finish_all([c for c, _ in due], extra, settled=True)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # their messages are still noted in flight under this worker: its channel's
             # reclaim hands them back when it reconnects (or kombu's restore, after the
@@ -518,9 +517,8 @@ def _end_all(recorder: StepRecorder, ends: _Ends, also: Sequence[Command],
             log.warning("%d finished steps not recorded, to be redelivered: Redis is out of "
                         "reach (%s)", len(due), exc)
             return
-        if first:
-            replies.extend(more)
-            first = False
+        replies.extend(more)
+        extra = ()
         for (_, then), done in zip(due, finished, strict=True):
             try:
                 then(done)

@@ -54,6 +54,21 @@ def test_a_multipart_field_nested_past_the_limit_is_a_422_naming_the_field(
     assert "the field 'key' nests arrays and objects" in answer.json()["detail"]
 
 
+def test_a_multipart_body_that_cannot_be_parsed_is_a_422_saying_so(
+        system: System, http: httpx.Client) -> None:
+    # given a multipart body whose part has no headers (what a fuzzer sent)
+    queued = system.redis().llen("parked")
+    boundary = "aac828efedff4ace8df0f2e935ab8385"
+    body = f"--{boundary}\r\n%\xf8\xfd!--{boundary}--\r\n".encode("latin-1")
+    # when it is submitted
+    answer = http.post("/v1/services/parked/mark/jobs", content=body, headers={
+        "content-type": f"multipart/form-data; boundary={boundary}"})
+    # then it is refused with what to send instead, and nothing is queued
+    assert answer.status_code == 422, answer.text
+    assert "the multipart body cannot be read" in answer.json()["detail"]
+    assert system.redis().llen("parked") == queued
+
+
 def _peak_rss_mib(pid: int) -> float:
     """The most memory the process ``pid`` ever held (VmHWM), in MiB."""
     line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()

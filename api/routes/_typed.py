@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from api.deps import Authorized, Braid, BraidDep
 from api.examples import example
@@ -98,7 +99,15 @@ async def read_body(request: Request, braid: Braid, model: type[BaseModel]) -> B
         raise _too_large(declared, limit)
     data: Any
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_part_size=limit)
+        try:
+            form = await request.form(max_part_size=limit)
+        except HTTPException as exc:  # Starlette's answer to a body it cannot parse
+            if "maximum size" in str(exc.detail):
+                raise PayloadTooLarge(f"a part of the multipart body is over the limit of "
+                                      f"{limit} bytes (BRAID_MAX_UPLOAD_BYTES)") from None
+            raise InvalidInput(f"the multipart body cannot be read ({exc.detail}): send "
+                               "multipart/form-data with one part per parameter, or a JSON "
+                               "object") from None
         parts: dict[str, list[Any]] = {}
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):

@@ -31,6 +31,8 @@ class Graph(BaseModel):
 
     nodes: list[GraphNode]
     edges: list[tuple[str, str]] = Field(description="`[from, to]`: `to` takes `from`'s output")
+    streams: list[tuple[str, str]] = Field(description="`[from, to]`: `to` reads the chunks "
+                                           "`from` yields, as they come (both run at once)")
 
 
 class PipelineInfo(BaseModel):
@@ -72,6 +74,8 @@ class ApiInfo(BaseModel):
                                     "(`null`: one call at a time)")
     inline: bool = Field(description="Whether a pipeline step of it runs in the worker that "
                          "finished its inputs (light glue), not through its queue")
+    streams: bool = Field(description="Whether it yields: its steps' chunks can be followed "
+                          "at `/v1/jobs/{id}/stream` as they come")
 
 
 class ResourcesInfo(BaseModel):
@@ -121,5 +125,6 @@ def service_info(service: ServiceSpec, stats: QueueStats) -> dict[str, Any]:
          "submit_url": f"/v1/services/{service.name}/{a.name}/jobs",
          "input_schema": a.input_model.model_json_schema(),
          "output_schema": a.output_schema(),
-         "batch": asdict(a.batch) if a.batch else None, "inline": a.inline}
+         "batch": asdict(a.batch) if a.batch else None, "inline": a.inline,
+         "streams": a.streams}
         for a in service.apis.values()]}

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Depends, Request
 
@@ -40,6 +41,8 @@ class Braid:
     celery: Celery
     hub: Hub
     metrics: Metrics
+    streams: aioredis.Redis
+    """The client that follows chunk streams (blocking reads, a pool of its own)."""
 
     templates: dict[str, Template] = field(default_factory=dict)
     rooms: dict[str, list[tuple[str, int]]] = field(default_factory=dict)

@@ -23,6 +23,9 @@ from app._registry import Registry, load
 __all__ = ["create_app"]
 
 _REDIS_CONNECTIONS = 100
+_STREAM_CONNECTIONS = 2000
+"""How many clients of one API process can follow chunk streams at once
+(``/v1/jobs/{id}/stream``); Redis's own limit is 10,000 clients in all."""
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -43,12 +46,16 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             # every write of the API is safe to send twice, see create_job.lua)
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)))
         listener = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
+        # a stream's follower holds a connection while its read blocks: followers have a
+        # pool of their own, so that however many there are, submissions never wait for one
+        streams = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2,
+                                          socket_timeout=10, max_connections=_STREAM_CONNECTIONS)
         store = JobStore(client, settings.job_ttl_s)
         hub = Hub(listener, store, settings.sweep_interval_s)
         celery = create_celery(settings, registry.all_services)
         metrics = Metrics()
         hub.listeners.append(lambda event: metrics.observe(event, client))
-        app.state.braid = Braid(settings, registry, store, celery, hub, metrics)
+        app.state.braid = Braid(settings, registry, store, celery, hub, metrics, streams)
         await hub.start()
         try:
             yield
@@ -56,6 +63,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await hub.stop()
             await client.aclose()
             await listener.aclose()
+            await streams.aclose()
 
     # /docs and /openapi.json are served by api.docs (local files, and behind the API's keys
     # unless published), and ReDoc (CDN only) is left out

@@ -1,4 +1,5 @@
-"""A job's server-sent events, resumable.
+"""A job's server-sent events, resumable: its transitions (``/events``) and the chunks of
+its streaming step (``/stream``).
 
 Every event has an ``id:``, the time (epoch seconds) of the transition it tells: a step
 event's own ``ts``, the latest transition a ``snapshot`` shows, the job's end for ``end``. A
@@ -19,17 +20,34 @@ from pydantic import BaseModel
 
 from api.deps import Braid
 from api.jobs import read_job
-from app import JobNotFound
+from app import JobConflict, JobNotFound, NotFound, _codec
+from app._pipeline import Pipeline
+from app._protocol import (
+    STREAM_ATTEMPT,
+    ChunkField,
+    output_ref,
+    ref_spec,
+    stream_key,
+    stream_state_key,
+)
+from app._types import to_rest
 from app._views import JobView
 
-__all__ = ["ended_before", "job_events"]
+__all__ = ["ENTRY_ID", "ended_before", "entries_after", "job_chunks", "job_events", "streaming_step"]
 
 _KEEP_ALIVE_S = 15.0
+_BLOCK_MS = 1000
+"""How long a chunk stream's read waits before it looks whether its job's end was told."""
+_ENDING_MS = 100
+"""How long a read waits once the stream's attempt ended, before it looks for the job's end."""
+ENTRY_ID = r"^[0-9]+(-[0-9]+)?$"
+"""A chunk event's id: its stream entry's."""
 
 
-def _sse(kind: str, data: JobView | dict[str, Any], at: float) -> str:
+def _sse(kind: str, data: JobView | dict[str, Any], at: float, entry: str | None = None) -> str:
+    """An event; its id is the time ``at``, or a stream's ``entry`` id."""
     text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
-    return f"id: {at!r}\nevent: {kind}\ndata: {text}\n\n"
+    return f"id: {entry if entry is not None else repr(at)}\nevent: {kind}\ndata: {text}\n\n"
 
 
 def _us(t: float) -> int:
@@ -100,3 +118,82 @@ async def job_events(braid: Braid, job: str, since: float | None) -> AsyncIterat
         end = await read_job(braid, job)
         finished = end.finished_at.timestamp() if end.finished_at else cursor
         yield _sse("end", end, max(cursor, finished))
+
+
+def streaming_step(pipeline: Pipeline, wanted: str | None) -> str:
+    """The step of ``pipeline`` whose chunks ``/stream`` sends: ``wanted``, or by default
+    the streaming step that gives the job's result, else the last streaming step."""
+    streaming = [n.id for n in pipeline.nodes.values() if n.api.streams]
+    if wanted is not None:
+        if wanted not in streaming:
+            raise NotFound(f"pipeline {pipeline.name!r} has no streaming step {wanted!r}; its "
+                           f"streaming steps: {', '.join(streaming) or 'none'}")
+        return wanted
+    if not streaming:
+        raise JobConflict(f"pipeline {pipeline.name!r} has no streaming step (an API that "
+                          "yields); follow its jobs with /events instead")
+    whole = [s for s in streaming if pipeline.output == ref_spec(output_ref(s))]
+    return (whole or streaming)[-1]
+
+
+async def entries_after(braid: Braid, job: str, step: str, after: str) -> bool:
+    """Whether ``step``'s stream has entries after the id ``after``."""
+    return bool(await braid.store.client.xrange(stream_key(job, step), f"({after}", "+", count=1))
+
+
+async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> AsyncIterator[str]:
+    """The chunks of ``step`` of ``job`` as its worker writes them (``chunk`` events, whose
+    ids are the stream's entry ids), a ``restart`` where a new attempt starts over, then the
+    job's ``end``. Resuming ``after`` an id goes on from there."""
+    client = braid.streams
+    key = stream_key(job, step)
+    last = after or "0-0"
+    attempt: int | None = None
+    if after is not None:  # the attempt of the entry the client saw last
+        seen: Any = await client.xrange(key, after, after)
+        if seen:
+            attempt = int(seen[0][1][ChunkField.attempt.value.encode()])
+    if attempt is None:
+        current = await client.hget(stream_state_key(job, step), STREAM_ATTEMPT)
+        attempt = None if current is None else int(current)
+    async with braid.hub.watch(job) as events:
+        ended = False  # the attempt ended: the job's end follows soon (a restart, rarely)
+        idle = 0.0
+        while True:
+            found: Any = await client.xread({key: last}, count=256,
+                                            block=_ENDING_MS if ended else _BLOCK_MS)
+            if not found:
+                idle += (_ENDING_MS if ended else _BLOCK_MS) / 1000
+                if ended or _told_end(events) or idle >= _KEEP_ALIVE_S:
+                    view = await read_job(braid, job, with_steps=False)
+                    if view.state.final:
+                        yield _sse("end", view, 0.0, last)
+                        return
+                if idle >= _KEEP_ALIVE_S:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
+                continue
+            for entry, fields in found[0][1]:
+                last = entry.decode()
+                at = int(fields[ChunkField.attempt.value.encode()])
+                if attempt is not None and at < attempt:
+                    continue
+                if attempt is not None and at > attempt:
+                    yield _sse("restart", {"step": step, "attempt": at}, 0.0, last)
+                attempt = at
+                items = fields.get(ChunkField.items.value.encode())
+                if items is not None:
+                    yield _sse("chunk", {"step": step, "attempt": at,
+                                         "first": int(fields[ChunkField.first.value.encode()]),
+                                         "items": [to_rest(_codec.decode(i))
+                                                   for i in json.loads(items)]}, 0.0, last)
+                ended = ChunkField.end.value.encode() in fields
+
+
+def _told_end(events: asyncio.Queue[dict[str, Any]]) -> bool:
+    """Whether the job's events so far tell its end (or a resync, after which it may have)."""
+    told = False
+    while not events.empty():
+        event = events.get_nowait()
+        told = told or bool(event.get("final")) or event.get("state") == "resync"
+    return told

@@ -27,12 +27,12 @@ from app._errors import (
     Unauthorized,
 )
 from app._jobs import JobState
-from app._pipeline import Value, each, pipeline, step
+from app._pipeline import Value, each, pipeline, step, stream
 from app._runtime import device
 from app._service import Batch, Resources, Retry, api, service
 from app._settings import Settings, get_settings
 from app._types import Array
-from app._views import JobAccepted, JobError, JobList, JobView, Progress, StepState, StepView
+from app._views import Chunk, JobAccepted, JobError, JobList, JobView, Progress, StepState, StepView
 
 __all__ = [
     "ApiUnreachable",
@@ -42,6 +42,7 @@ __all__ = [
     "Batch",
     "BraidError",
     "BrokerUnavailable",
+    "Chunk",
     "Client",
     "DeclarationError",
     "IdempotencyConflict",
@@ -78,4 +79,5 @@ __all__ = [
     "pipeline",
     "service",
     "step",
+    "stream",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from celery import Celery, chain, group
 from celery.canvas import Signature
@@ -44,7 +44,8 @@ def _call(pipeline: Pipeline, node: Node) -> StepCall:
     call = StepCall(args=node.args, sink=sink,
                     whole=sink and pipeline.output == ref_spec(output_ref(node.id)),
                     ready_after=tuple(step_field(d, StepField.finished_at)
-                                      for d in sorted(node.deps)))
+                                      for d in sorted(node.deps)),
+                    consumers=tuple(n.id for n in pipeline.nodes.values() if node.id in n.streams))
     if node.over is None:
         return call
     return StepCall(args=call.args, sink=call.sink, whole=call.whole,
@@ -64,9 +65,7 @@ def _leaf(celery: Celery, pipeline: Pipeline, job: str, node: Node,
     if node.over is not None:
         return _signature(celery, "braid.map", CORE.queue, job, node.id, call)
     if expands is not None:
-        call = StepCall(args=call.args, sink=call.sink, whole=call.whole,
-                        ready_after=call.ready_after,
-                        expands=(expands.id, _call(pipeline, expands)))
+        call = replace(call, expands=(expands.id, _call(pipeline, expands)))
     return _signature(celery, node.api.task_name, node.service.queue, job, node.id, call)
 
 

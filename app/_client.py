@@ -31,7 +31,7 @@ from app._jobs import JobState
 from app._protocol import IDEMPOTENCY_KEY
 from app._settings import Settings
 from app._types import to_rest
-from app._views import JobList, JobView
+from app._views import Chunk, JobList, JobView
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
 
@@ -227,6 +227,21 @@ class _Sse:
         return None
 
 
+def _chunks(kind: str, data: dict[str, Any]) -> list[Chunk]:
+    """The chunks of a ``/stream`` event; its ``end`` raises JobFailed if the job did not
+    succeed."""
+    if kind == "end":
+        _result(JobView.model_validate(data))
+        return []
+    if kind != "chunk":
+        return []
+    return [Chunk(step=data["step"], attempt=data["attempt"], index=data["first"] + i,
+                  value=value) for i, value in enumerate(data["items"])]
+
+
+_STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+
+
 class Job:
     """A submitted job, followed over REST: ``Job('5f0c…', pipeline='ensemble',
     url='http://127.0.0.1:8000/v1/jobs/5f0c…')``."""
@@ -282,6 +297,22 @@ class Job:
             for line in r.iter_lines():
                 if (event := parser.feed(line)) is not None:
                     yield _event(*event)
+
+    def stream(self, step: str | None = None) -> Iterator[Chunk]:
+        """The chunks the job's streaming step yields (``step``: another streaming step of
+        its pipeline), each as soon as it was written, until the job ends; raises JobFailed
+        at the end if it failed or was cancelled. A chunk whose ``attempt`` is higher than
+        the one before starts the chunks over."""
+        params = {"step": step} if step else {}
+        with self.client.http.stream("GET", f"/v1/jobs/{self.id}/stream", params=params,
+                                     timeout=_STREAM_TIMEOUT) as r:
+            if not r.is_success:
+                r.read()
+                _check(r)
+            parser = _Sse()
+            for line in r.iter_lines():
+                if (event := parser.feed(line)) is not None:
+                    yield from _chunks(*event)
 
 
 class Client:
@@ -386,6 +417,20 @@ class AsyncJob:
             async for line in r.aiter_lines():
                 if (event := parser.feed(line)) is not None:
                     yield _event(*event)
+
+    async def stream(self, step: str | None = None) -> AsyncIterator[Chunk]:
+        """As :meth:`Job.stream`."""
+        params = {"step": step} if step else {}
+        async with self.client.http.stream("GET", f"/v1/jobs/{self.id}/stream", params=params,
+                                           timeout=_STREAM_TIMEOUT) as r:
+            if not r.is_success:
+                await r.aread()
+                _check(r)
+            parser = _Sse()
+            async for line in r.aiter_lines():
+                if (event := parser.feed(line)) is not None:
+                    for chunk in _chunks(*event):
+                        yield chunk
 
 
 class AsyncClient:

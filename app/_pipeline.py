@@ -8,6 +8,9 @@
         scores = each(Bert.classify, texts)                 # a map, sized at run time
         return step(Glue.pair, texts, scores)
 
+``stream(Drafter.generate, prompt)`` passes a streaming step's chunks to a step that takes
+an ``Iterator`` as they are written: both run at once.
+
 The function runs once, at import, on symbolic values: it records a graph, checks that
 every connection's types can match, and decomposes the graph into sequences and parallel
 groups (what Celery canvas can express). A graph that is not series-parallel is refused.
@@ -20,10 +23,10 @@ import functools
 import inspect
 import re
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, UnionType
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
@@ -39,8 +42,9 @@ from app._protocol import (
     output_ref,
     ref_spec,
     refs_in,
+    stream_spec,
 )
-from app._service import ApiSpec, ServiceSpec, api_spec, kebab
+from app._service import ApiSpec, ServiceSpec, api_spec, iterated, kebab
 from app._types import rest_annotation
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
     "pipelines",
     "single_api_pipeline",
     "step",
+    "stream",
 ]
 
 R = TypeVar("R")
@@ -64,11 +69,12 @@ T = TypeVar("T")
 class Value(Generic[T]):
     """A value that exists only when the pipeline runs: a pipeline input or a step's output."""
 
-    __slots__ = ("_origin", "_type")
+    __slots__ = ("_origin", "_stream", "_type")
 
-    def __init__(self, origin: Node | str, type_: Any) -> None:
+    def __init__(self, origin: Node | str, type_: Any, stream: bool = False) -> None:
         self._origin = origin
         self._type = type_
+        self._stream = stream
 
     def named(self, name: str) -> Value[T]:
         """Name the step that produces this value (names show in job records)."""
@@ -107,6 +113,9 @@ class Node:
     args: dict[str, Any]
     over: Value[Any] | None = None
     deps: set[str] = field(default_factory=set)
+    streams: set[str] = field(default_factory=set)
+    """The steps whose streams it reads as they are written (it runs beside them, so they
+    are not among its ``deps``: theirs are)."""
 
     @property
     def is_map(self) -> bool:
@@ -241,8 +250,11 @@ def _values_in(arg: Any) -> list[Value[Any]]:
 
 
 def _spec(arg: Any) -> Any:
-    """The JSON form of an argument: references to stored values, or constants."""
+    """The JSON form of an argument: references to stored values, streams, or constants."""
     if isinstance(arg, Value):
+        if arg._stream:
+            assert isinstance(arg._origin, Node)
+            return stream_spec(arg._origin.id)
         return ref_spec(arg.ref)
     if isinstance(arg, list | tuple) and _values_in(arg):
         return list_spec([_spec(a) for a in arg])
@@ -262,6 +274,24 @@ def _check_args(trace: _Trace, node_label: str, api: ApiSpec, bound: dict[str, A
             )
     for name, arg in bound.items():
         target = params[name].annotation
+        streams = [v for v in _values_in(arg) if v._stream]
+        if streams and not (arg is streams[0] and name in api.stream_params):
+            raise DeclarationError(
+                f"pipeline {trace.pipeline!r}: {streams[0].label}'s stream goes to {name} of "
+                f"step {node_label!r} ({api.task_name}), which does not read a stream: pass "
+                "stream(...) itself to a parameter typed Iterator[...], or pass step(...) "
+                "for the whole list once it is done")
+        if name in api.stream_params and _values_in(arg):
+            item = iterated(target)
+            src = _type_of(arg)
+            given = iterated(src) if isinstance(arg, Value) and arg._stream else _element(src)
+            if given is None or not compatible(given, item):
+                raise DeclarationError(
+                    f"pipeline {trace.pipeline!r}: {_values_in(arg)[0].label} gives "
+                    f"{_type_name(src)}, but step {node_label!r} ({api.task_name}) reads "
+                    f"{name}: {_type_name(target)}. Pass stream(...) of an API that yields "
+                    f"{_type_name(item)}, or a list of them.")
+            continue
         if _values_in(arg):
             src = _type_of(arg)
             if not compatible(src, target):
@@ -282,6 +312,13 @@ def _check_args(trace: _Trace, node_label: str, api: ApiSpec, bound: dict[str, A
                 ) from exc
 
 
+def _element(t: Any) -> Any:
+    try:
+        return _element_type(t)
+    except TypeError:
+        return None
+
+
 def _resolve_api(api: Callable[..., Any]) -> tuple[ApiSpec, ServiceSpec]:
     from app._service import services
 
@@ -294,11 +331,17 @@ def _resolve_api(api: Callable[..., Any]) -> tuple[ApiSpec, ServiceSpec]:
     return spec, services()[spec.service]
 
 
-def step(api: Callable[..., R], /, *args: Any, **kwargs: Any) -> Value[R]:
+@overload
+def step(api: Callable[..., Iterator[R]], /, *args: Any,
+         **kwargs: Any) -> Value[list[R]]: ...
+@overload
+def step(api: Callable[..., R], /, *args: Any, **kwargs: Any) -> Value[R]: ...
+def step(api: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Value[Any]:
     """Call a service API in a pipeline: ``step(TextModel.analyze_text, text, top_k=2)``.
 
     Arguments may be pipeline inputs, earlier steps' outputs (also inside lists and dicts)
-    or constants. Steps that do not depend on each other run in parallel.
+    or constants. Steps that do not depend on each other run in parallel. A streaming API's
+    step gives the list of its chunks, once it is done (see :func:`stream`).
     """
     trace = _current()
     spec, svc = _resolve_api(api)
@@ -309,8 +352,44 @@ def step(api: Callable[..., R], /, *args: Any, **kwargs: Any) -> Value[R]:
     node = Node(f"{svc.name}.{spec.name}", spec, svc, {k: _spec(v) for k, v in bound.items()})
     trace.add(node)
     _check_args(trace, node.id, spec, bound)
-    node.deps = {v._origin.id for v in _values_in(bound) if isinstance(v._origin, Node)}
+    producers = [v._origin for v in _values_in(bound) if v._stream and isinstance(v._origin, Node)]
+    for producer in producers:
+        _check_stream(trace, producer, node)
+    node.streams = {p.id for p in producers}
+    node.deps = {v._origin.id for v in _values_in(bound)
+                 if isinstance(v._origin, Node) and not v._stream}
+    node.deps |= {d for p in producers for d in p.deps}
     return Value(node, spec.output)
+
+
+def stream(api: Callable[..., Iterable[R]], /, *args: Any, **kwargs: Any) -> Value[Iterator[R]]:
+    """Call a streaming API (one that yields) in a pipeline and pass its chunks, as they are
+    written, to steps that take an ``Iterator``:
+    ``step(Scorer.score, stream(Drafter.generate, prompt))``. The reading steps start with
+    it; it never runs more than ``BRAID_STREAM_WINDOW`` chunks ahead of the slowest."""
+    trace = _current()
+    spec, _ = _resolve_api(api)
+    if not spec.streams:
+        raise DeclarationError(
+            f"pipeline {trace.pipeline!r}: stream({spec.task_name}, ...) needs an API that "
+            "yields (typed -> Iterator[...]); use step() for this one")
+    value = step(api, *args, **kwargs)
+    chunk = typing.get_args(spec.output)[0]  # a streaming API's output is list[chunk]
+    return Value(value._origin, Iterator[chunk], stream=True)  # type: ignore[valid-type]
+
+
+def _check_stream(trace: _Trace, producer: Node, consumer: Node) -> None:
+    """Refuse a streaming edge that can deadlock: a reading step holds a worker slot while
+    it waits for chunks, so when both ends run on one queue, a worker that runs one step at
+    a time could hold the reader with the producer queued behind it."""
+    if producer.service.queue == consumer.service.queue and consumer.service.concurrency < 2:
+        raise DeclarationError(
+            f"pipeline {trace.pipeline!r}: step {consumer.id!r} reads the stream of "
+            f"{producer.id!r} while it is written, and both run on queue "
+            f"{consumer.service.queue!r}, whose workers run "
+            f"{consumer.service.concurrency} step at a time: the reader would hold the only "
+            "slot while the producer waits behind it in the queue (a deadlock). Give the "
+            "service concurrency >= 2, or put the two APIs on services of their own.")
 
 
 def each(api: Callable[..., R], items: Value[Any] | Sequence[Any], /, *args: Any,
@@ -324,6 +403,10 @@ def each(api: Callable[..., R], items: Value[Any] | Sequence[Any], /, *args: Any
             f"pipeline {trace.pipeline!r}: each({spec.task_name}, ...) maps over a step's "
             "output or a pipeline input; for a fixed list, call step() once per element"
         )
+    if items._stream or any(v._stream for v in _values_in([args, kwargs])):
+        raise DeclarationError(
+            f"pipeline {trace.pipeline!r}: each({spec.task_name}, ...) maps over a list that "
+            "is done; pass step(...) instead of stream(...)")
     try:
         bound = spec.bind((None, *args), kwargs)
     except TypeError as exc:
@@ -491,6 +574,7 @@ class Pipeline:
                     for n in self.nodes.values()
                 ],
                 "edges": [[d, n.id] for n in self.nodes.values() for d in sorted(n.deps)],
+                "streams": [[p, n.id] for n in self.nodes.values() for p in sorted(n.streams)],
             },
         }
 
@@ -526,7 +610,7 @@ def _build(name: str, func: Callable[..., Any], deadline: float | None) -> Pipel
         _TRACE.reset(token)
     if not trace.nodes:
         raise DeclarationError(f"pipeline {name!r} calls no step; use step(Service.api, ...)")
-    output = _spec(result)
+    output = ref_spec(result.ref) if isinstance(result, Value) else _spec(result)
     if is_const(output):
         raise DeclarationError(f"pipeline {name!r} must return a step's output (a Value)")
     model = create_model(

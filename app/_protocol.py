@@ -12,7 +12,11 @@
 * **References.** A value in a job's data hash is named :func:`input_ref`,
   :func:`output_ref` or :func:`element_ref`; a call's arguments are :class:`Spec` trees
   (``{"$r": ref}``, ``{"$c": constant}``, ``{"$l": [...]}``, ``{"$d": {...}}``,
-  ``{"$item": true}`` for a map's element).
+  ``{"$item": true}`` for a map's element, ``{"$s": step}`` for the chunks a streaming step
+  writes as it runs).
+* **Streams.** A streaming step (one whose API yields) appends its chunks to
+  :func:`stream_key` (a Redis stream: :class:`ChunkField` entries) and notes its attempt and
+  its consumers' cursors in :func:`stream_state_key` (:func:`cursor_field`).
 * **The step message.** ``(job id, step name, call)``, where ``call`` is a :class:`StepCall`
   on the wire (:meth:`StepCall.to_wire` / :meth:`StepCall.from_wire`).
 """
@@ -34,12 +38,15 @@ __all__ = [
     "ITEM",
     "JOBS",
     "PROCESSES_PREFIX",
+    "STREAM_ATTEMPT",
+    "ChunkField",
     "JobField",
     "StepCall",
     "StepField",
     "alive_key",
     "blob_key",
     "const_spec",
+    "cursor_field",
     "data_key",
     "decode_step",
     "dict_spec",
@@ -61,6 +68,10 @@ __all__ = [
     "split_step_field",
     "step_field",
     "steps_key",
+    "stream_key",
+    "stream_spec",
+    "stream_state_key",
+    "streamed_from",
 ]
 
 _PREFIX = "braid:"
@@ -94,6 +105,42 @@ def steps_key(job: str) -> str:
 
 def data_key(job: str) -> str:
     return f"{_JOB_PREFIX}{job}:data"
+
+
+def stream_key(job: str, step: str) -> str:
+    """Stream: the chunks step ``step`` of ``job`` yielded, in order (:class:`ChunkField`)."""
+    return f"{_JOB_PREFIX}{job}:stream:{step}"
+
+
+def stream_state_key(job: str, step: str) -> str:
+    """Hash: the attempt that writes ``step``'s stream (:data:`STREAM_ATTEMPT`) and how far
+    each consuming step read it (:func:`cursor_field`)."""
+    return f"{_JOB_PREFIX}{job}:stream:{step}:state"
+
+
+STREAM_ATTEMPT = "attempt"
+"""The field of :func:`stream_state_key` that holds the attempt writing the stream now."""
+
+
+def cursor_field(consumer: str) -> str:
+    """The field of :func:`stream_state_key` that holds ``<attempt> <items read>`` of the
+    step ``consumer``."""
+    return f"c:{consumer}"
+
+
+class ChunkField(enum.StrEnum):
+    """Fields of a stream entry: a chunk (``attempt``, ``first``, ``items``) or the end."""
+
+    attempt = "a"
+    """The producing step's attempt (a redelivered step writes its chunks again, under a
+    higher attempt: readers start over, never mixing two)."""
+    first = "n"
+    """The index of the entry's first item in the attempt's sequence."""
+    items = "d"
+    """The items, a JSON list of wire values."""
+    end = "e"
+    """On the last entry of an attempt: ``ok``, or ``failed`` with ``message``."""
+    message = "m"
 
 
 def job_keys(job: str) -> list[str]:
@@ -236,6 +283,16 @@ def const_spec(value: Any) -> Spec:
     return {"$c": value}
 
 
+def stream_spec(step: str) -> Spec:
+    return {"$s": step}
+
+
+def streamed_from(spec: Spec) -> str | None:
+    """The step whose stream ``spec`` reads, or None for a spec of a value."""
+    value = spec.get("$s") if isinstance(spec, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def is_const(spec: Spec) -> bool:
     return "$c" in spec
 
@@ -305,6 +362,9 @@ class StepCall:
     expands: tuple[str, StepCall] | None = None
     """The map (its step name and call) that maps over this step's output: this step
     expands it as it finishes, so the map costs no task of its own."""
+    consumers: tuple[str, ...] = ()
+    """The steps that read this streaming step's chunks as it writes them: it never runs
+    more than the stream window ahead of the slowest."""
 
     @property
     def item(self) -> str | None:
@@ -335,6 +395,8 @@ class StepCall:
                 out[key] = value
         if self.expands is not None:
             out["x"] = [self.expands[0], self.expands[1].to_wire()]
+        if self.consumers:
+            out["c"] = list(self.consumers)
         return out
 
     @classmethod
@@ -345,7 +407,8 @@ class StepCall:
                    ready_after=tuple(wire.get("q", ())), map_step=wire.get("m"),
                    index=wire.get("i"), over=wire.get("over"), task=wire.get("task"),
                    queue=wire.get("queue"),
-                   expands=(wire["x"][0], cls.from_wire(wire["x"][1])) if "x" in wire else None)
+                   expands=(wire["x"][0], cls.from_wire(wire["x"][1])) if "x" in wire else None,
+                   consumers=tuple(wire.get("c", ())))
 
 
 def decode_step(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str, StepCall]:

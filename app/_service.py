@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import re
 import typing
@@ -23,6 +24,7 @@ __all__ = [
     "ServiceSpec",
     "api",
     "api_spec",
+    "iterated",
     "kebab",
     "service",
     "services",
@@ -151,6 +153,17 @@ class ApiSpec:
     """How calls of it are batched; ``params`` and ``output`` are then the single call's."""
     inline: bool = False
     """Whether a step of it runs in the worker that hands off to it (see :func:`api`)."""
+    chunk_adapter: TypeAdapter[Any] | None = None
+    """For a streaming API (one that yields): what validates each chunk; its ``output`` is
+    then the list of every chunk."""
+    stream_params: tuple[str, ...] = ()
+    """Its parameters typed ``Iterator[...]``: a pipeline can feed them another step's
+    stream as it is written (see :func:`app.stream`); a direct call sends a list."""
+
+    @property
+    def streams(self) -> bool:
+        """Whether its steps write their chunks to a stream as they run."""
+        return self.chunk_adapter is not None
 
     @property
     def task_name(self) -> str:
@@ -234,7 +247,12 @@ def api(func: Any = None, /, *, retry: Retry | None = None, batch: Batch | None 
     workers. It is still its own step (recorded, timed, failing alone) and its message is
     still delivered: held for that worker, so that a worker that dies with it hands it back
     to the service's own queue. Its service's workers run direct calls of it. Its service
-    loads no models and needs no GPU (its instance is built in other services' workers)."""
+    loads no models and needs no GPU (its instance is built in other services' workers).
+
+    A method that yields (``-> Iterator[str]``) is a streaming API: its chunks reach
+    readers (``GET /v1/jobs/{id}/stream``, and steps that take them) as they come, and its
+    output is the list of them all. A parameter typed ``Iterator[T]`` takes another step's
+    stream (``stream(...)`` in a pipeline), read as it is written; callers send a list."""
 
     if inline and batch is not None:
         raise DeclarationError("@api(inline=True, batch=...): an inline API runs one step at "
@@ -260,6 +278,18 @@ def _list_of(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) is list and len(typing.get_args(annotation)) == 1:
+        return typing.get_args(annotation)[0]
+    return None
+
+
+_ITERATORS = (collections.abc.Iterator, collections.abc.Iterable, collections.abc.Generator)
+
+
+def iterated(annotation: Any) -> Any:
+    """``T`` of ``Iterator[T]``, ``Iterable[T]`` or ``Generator[T, ...]``, else None."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in _ITERATORS and typing.get_args(annotation):
         return typing.get_args(annotation)[0]
     return None
 
@@ -300,10 +330,26 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
     if "return" not in hints:
         raise DeclarationError(f"{where}: add a return type hint (-> ...)")
     output = hints["return"]
+    chunk = iterated(output)
+    streamed = tuple(p.name for p in out if iterated(p.annotation) is not None)
+    if (chunk is not None or streamed) and (batch is not None or inline):
+        raise DeclarationError(f"{where}: a streaming API (one that yields, or takes an "
+                               "Iterator) runs one call at a time, where its stream is: drop "
+                               f"{'batch' if batch is not None else 'inline'}=")
+    if chunk is not None and not inspect.isgeneratorfunction(func):
+        raise DeclarationError(f"{where}: it is typed to return an iterator, so Braid streams "
+                               "it: write it as a generator (yield each chunk)")
     if batch is not None:
         out, output = _single(where, out, output)
+    if chunk is not None:
+        output = list[chunk]  # type: ignore[valid-type]
+
+    def value_type(p: Param) -> Any:  # what a stream parameter holds once it was all read
+        item = iterated(p.annotation)
+        return p.annotation if item is None else list[item]  # type: ignore[valid-type]
+
     fields: dict[str, Any] = {
-        p.name: (rest_annotation(p.annotation), ... if p.required else p.default) for p in out
+        p.name: (rest_annotation(value_type(p)), ... if p.required else p.default) for p in out
     }
     try:
         input_model = create_model(
@@ -314,8 +360,10 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
         call_model = create_model(  # type: ignore[call-overload]
             f"{cls.__name__}_{name}_call",
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-            **{p.name: (p.annotation, ... if p.required else p.default) for p in out},
+            **{p.name: (value_type(p), ... if p.required else p.default) for p in out},
         )
+        chunks = None if chunk is None else TypeAdapter(
+            chunk, config=ConfigDict(arbitrary_types_allowed=True))
         output_adapter: TypeAdapter[Any] = TypeAdapter(
             output, config=ConfigDict(arbitrary_types_allowed=True)
         )
@@ -328,7 +376,8 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
             "types, pydantic models, numpy.ndarray, PIL.Image.Image or bytes"
         ) from exc
     return ApiSpec(service_name, name, func, tuple(out), output, input_model,
-                   call_model, output_adapter, rest_output, retry, batch, inline)
+                   call_model, output_adapter, rest_output, retry, batch, inline, chunks,
+                   streamed)
 
 
 def service(

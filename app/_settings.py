@@ -159,6 +159,18 @@ class Settings(BaseSettings):
         default=True, description="Workers run up to `max_size` queued calls of a batched API "
         "(`@api(batch=Batch(...))`) in one model call; off, one call at a time (a baseline)."
     )
+    stream_window: int = Field(
+        default=64, ge=1, description="How many chunks a streaming step may run ahead of the "
+        "slowest step that reads its stream; past it, it waits (backpressure)."
+    )
+    stream_coalesce_ms: float = Field(
+        default=10.0, ge=0, description="Chunks yielded less than this far apart are written to "
+        "their stream together (one Redis write, not one per token); the first goes at once."
+    )
+    stream_retention: int = Field(
+        default=1024, ge=16, description="How many writes (entries) a stream keeps for readers "
+        "that come late or reconnect (older ones are trimmed; the step's output keeps all)."
+    )
     flower: bool = Field(default=True, description="`braid up` starts Flower.")
     public_docs: bool = Field(
         default=False, description="With `BRAID_API_KEYS` set, `/`, `/docs` and "

@@ -38,9 +38,11 @@ from app._protocol import (
     refs_in,
     resolve,
     step_field,
+    streamed_from,
 )
 from app._service import ApiSpec, ServiceSpec
 from app._settings import Settings
+from app._stream import Reader, StreamError, Writer, call_streams
 from app._transport import Command, capture, captured, holding, send, settle
 
 __all__ = [
@@ -315,10 +317,15 @@ def _begun(w: Worker, svc: ServiceSpec, spec: ApiSpec, s: Start, call: StepCall,
         begun.failure = _TooManyAttempts()
         return begun
     wire = dict(zip(s.fields, start.values, strict=True))
+    streams = {k: streamed_from(v) for k, v in call.args.items()}
     try:
-        kwargs = {k: _codec.decode(resolve(v, lambda ref: _load(wire, ref, w.client), call.item))
+        # a stream is read as the step runs: what is validated now is the other arguments
+        kwargs = {k: [] if streams[k] else
+                  _codec.decode(resolve(v, lambda ref: _load(wire, ref, w.client), call.item))
                   for k, v in call.args.items()}
         begun.args = dict(spec.call_model.model_validate(kwargs))
+        begun.args.update({k: Reader(w.client, s.job, writer, s.step)
+                           for k, writer in streams.items() if writer is not None})
     except ValidationError as exc:
         begun.failure = _Invalid(_error(exc, "InvalidInput"))
     except Exception as exc:  # a value gone missing with its expired job
@@ -355,7 +362,7 @@ def call_batch(w: Worker, spec: ApiSpec, items: list[Begun]) -> list[Outcome]:
     w.hooks.before(run)
     try:
         if spec.batch is None:
-            results = [_call_roomy(lambda: spec.func(w.instance, **first.args))]
+            results = [_call_roomy(lambda: _call_one(w, spec, first))]
         else:
             name = spec.params[0].name
             shared = {k: v for k, v in first.args.items() if k != name}
@@ -378,6 +385,33 @@ def call_batch(w: Worker, spec: ApiSpec, items: list[Begun]) -> list[Outcome]:
             return [Outcome(error=exc)]
     half = len(items) // 2
     return call_batch(w, spec, items[:half]) + call_batch(w, spec, items[half:])
+
+
+def _call_one(w: Worker, spec: ApiSpec, begun: Begun) -> Any:
+    """Call the model for one step: a streaming API's chunks written as it yields them, a
+    stream it reads given as an iterator (and the call made again if that stream starts
+    over)."""
+    if not spec.stream_params and not spec.streams:
+        return spec.func(w.instance, **begun.args)
+    readers = {k: v for k, v in begun.args.items() if isinstance(v, Reader)}
+
+    def call(streams: dict[str, Reader]) -> Any:
+        args = {k: iter(v) if k in spec.stream_params else v for k, v in begun.args.items()}
+        args.update(streams)
+        if spec.chunk_adapter is None:
+            return spec.func(w.instance, **args)
+        writer = Writer(w.client, w.settings, begun.run.job, begun.run.step, begun.call.consumers)
+        return writer.produce(spec.func(w.instance, **args), partial(_chunk, spec))
+
+    return call_streams(call, readers)
+
+
+def _chunk(spec: ApiSpec, value: Any) -> Any:
+    assert spec.chunk_adapter is not None
+    try:
+        return spec.chunk_adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _Invalid(_error(exc, "InvalidOutput")) from None
 
 
 def _skip(task: Task, action: str) -> None:
@@ -431,6 +465,13 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
               f"step {step!r} ran past its timeout of {svc.timeout:g} s"}, **run.timing())
         log.warning("step %s of job %s timed out", step, job)
         raise StepFailed(f"{step}: timed out") from None
+    if isinstance(exc, StreamError):
+        if w.recorder.cancelled(job):
+            fail({"type": "Cancelled", "message": "job cancelled"}, "cancelled")
+            raise Ignore() from None
+        fail({"type": exc.kind, "message": str(exc)}, **run.timing())
+        log.warning("step %s of job %s failed: %s", step, job, exc)
+        raise StepFailed(f"{step}: {exc.kind}: {exc}") from None
     if isinstance(exc, _Invalid):
         fail(exc.error, **run.timing())
         log.warning("step %s of job %s failed: %s", step, job, exc.error["message"])

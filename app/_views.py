@@ -19,7 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from app._jobs import JobState
 
-__all__ = ["JobAccepted", "JobError", "JobList", "JobView", "Progress", "StepState", "StepView"]
+__all__ = ["Chunk", "JobAccepted", "JobError", "JobList", "JobView", "Progress", "StepState", "StepView"]
 
 
 def _absent_if_none(value: Any) -> bool:
@@ -143,3 +143,16 @@ class JobList(BaseModel):
     """Recent jobs, newest first, without their steps."""
 
     jobs: list[JobView]
+
+
+class Chunk(BaseModel):
+    """One item a streaming step yielded, as ``Job.stream()`` gives it. When ``attempt``
+    changes, the step was run again (its worker died, say) and its chunks start over: what
+    came before from the earlier attempt is void."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str = Field(description="The streaming step that yielded it")
+    attempt: int = Field(description="Which run of the step wrote it (1, then 2 after a restart)")
+    index: int = Field(description="Its place among the chunks of its attempt, from 0")
+    value: Any = Field(description="The item, in its REST form")

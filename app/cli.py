@@ -22,7 +22,7 @@ from app._settings import Settings
 from app._supervisor import INDEX, Program, config, control, log_dir, socket_path, wait_exit, worker_group
 
 if TYPE_CHECKING:
-    from app._client import Client
+    from app._client import Client, Job
 
 __all__ = ["main"]
 
@@ -309,7 +309,7 @@ def services(apps: tuple[str, ...]) -> None:
     for svc in registry.all_services:
         info = svc.describe()
         info["apis"] = [{"task": a.task_name, "batch": asdict(a.batch) if a.batch else None,
-                         "inline": a.inline} for a in svc.apis.values()]
+                         "inline": a.inline, "streams": a.streams} for a in svc.apis.values()]
         info["processes"] = live.get(svc.name, [])
         click.echo(json.dumps(info))
 
@@ -443,8 +443,11 @@ def _client(url: str | None) -> Client:
 @click.argument("pipeline")
 @click.option("--input", "inputs", default="{}", help="The request body, a JSON object.")
 @click.option("--wait", "wait_", is_flag=True, help="Show progress and print the result.")
-def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
-    """Submit a job of PIPELINE (or SERVICE.API); print its id, or with --wait its result."""
+@click.option("--stream", "stream_", is_flag=True, help="Print the chunks of its streaming "
+              "step as they come (text as it is, other chunks a JSON line each).")
+def submit(url: str | None, pipeline: str, inputs: str, wait_: bool, stream_: bool) -> None:
+    """Submit a job of PIPELINE (or SERVICE.API); print its id, with --wait its result, or
+    with --stream its streamed output as it comes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from app._views import JobView
@@ -461,6 +464,8 @@ def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
             job = client.call(service_name, api_name, **body)
         else:
             job = client.submit(pipeline, **body)
+        if stream_:
+            return _print_stream(job)
         if not wait_:
             click.echo(job.id)
             return
@@ -475,6 +480,19 @@ def submit(url: str | None, pipeline: str, inputs: str, wait_: bool) -> None:
         from app._types import to_rest
 
         click.echo(json.dumps(to_rest(job.result(timeout=0)), indent=2))
+
+
+def _print_stream(job: Job) -> None:
+    attempt = None
+    for chunk in job.stream():
+        if attempt is not None and chunk.attempt != attempt:
+            click.echo(f"\n[step {chunk.step} started over: attempt {chunk.attempt}]", err=True)
+        attempt = chunk.attempt
+        if isinstance(chunk.value, str):
+            click.echo(chunk.value, nl=False)
+        else:
+            click.echo(json.dumps(chunk.value))
+    click.echo()
 
 
 @main.command()

@@ -23,3 +23,10 @@ def inference_graph(original_sentence: str = "I have an idea!") -> Value[list[di
     services it uses.
     """
     return _seed.inference_graph(original_sentence)
+
+
+@pipeline(name="draft-and-score")
+def draft_and_score(prompt: str = "I have an idea!", max_new_tokens: int = 32,
+                    every: int = 4) -> Value[list[dict[str, Any]]]:
+    """Scenario 6 (GPT-2 streaming its draft into BERT), for the streaming figures."""
+    return _seed.draft_and_score(prompt, max_new_tokens, every)

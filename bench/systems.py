@@ -94,9 +94,13 @@ class Braid(System):
     """A single request per job: submit with ``?wait=`` returns the final record."""
 
     def __init__(self, url: str, groups: list[Group], workloads: tuple[Workload, ...],
-                 name: str = "Braid", clients: tuple[int, ...] | None = None) -> None:
+                 name: str = "Braid", clients: tuple[int, ...] | None = None,
+                 settings: Any = None) -> None:
         super().__init__(name, groups, workloads, clients)
         self.url = url
+        self.settings = settings
+        """The settings it runs with (its Redis, its stream retention), where it was started
+        here."""
 
     async def call(self, http: httpx.AsyncClient, workload: Workload,
                    body: dict[str, Any] | None = None) -> Any:
@@ -119,11 +123,13 @@ def start_braid(state: Path, logs: Path, lean: bool, workloads: tuple[Workload, 
                 clients: tuple[int, ...] | None = None) -> Braid:
     """``braid up`` for ``apps``, on free ports, state in ``state``; ``settings`` are BRAID_*
     variables on top of the bench's."""
-    port = free_port()
+    from app import Settings
+
+    port, redis_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAID_")}
     env.update({"BRAID_STATE_DIR": str(state), "BRAID_API_PORT": str(port),
                 "BRAID_FLOWER_PORT": str(free_port()),
-                "BRAID_EMBEDDED_REDIS_PORT": str(free_port()),
+                "BRAID_EMBEDDED_REDIS_PORT": str(redis_port),
                 "BRAID_MODELS_DIR": str(models_dir()),
                 # BertBaseUncased asks for two CPUs, which would be two pool processes
                 "BRAID_MAX_CONCURRENCY": "1",
@@ -135,7 +141,10 @@ def start_braid(state: Path, logs: Path, lean: bool, workloads: tuple[Workload, 
     for app in apps:
         command += ["--app", app]
     group = Group(f"braid up ({name})", command, env, ROOT, logs / f"{name.lower()}.log")
-    return Braid(f"http://127.0.0.1:{port}", [group], workloads, name, clients)
+    # what the started system reads (its Redis password appears in state_dir once it is up)
+    fields: dict[str, Any] = {k.removeprefix("BRAID_").lower(): v for k, v in (settings or {}).items()}
+    read = Settings(state_dir=state, embedded_redis_port=redis_port, **fields)
+    return Braid(f"http://127.0.0.1:{port}", [group], workloads, name, clients, read)
 
 
 def bootstrap_models() -> None:

@@ -13,7 +13,10 @@ import pytest
 
 from tests.harness import MODELS, ROOT, System
 
-SERVICES = ["braid", "echo", "slow", "gpu-model", "calc", "batcher"]
+SERVICES = ["braid", "echo", "slow", "gpu-model", "calc", "batcher", "source", "sink"]
+WINDOW = 8
+"""The stream window of the session's system (BRAID_STREAM_WINDOW): small, so that a slow
+reader holds its writer back within a few chunks."""
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +31,8 @@ def model_store() -> Path:
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Redis, one worker per service of tests.apps, the API."""
-    sys_ = System(tmp_path_factory.mktemp("system"), "tests.apps")
+    sys_ = System(tmp_path_factory.mktemp("system"), "tests.apps",
+                  BRAID_STREAM_WINDOW=str(WINDOW))
     try:
         yield sys_.up(SERVICES)
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import app
-from app._protocol import ITEM, StepCall, const_spec, ref_spec
+from app._protocol import ITEM, StepCall, const_spec, ref_spec, stream_spec
 from tests.harness import ROOT
 
 # a quoted string that starts like one of Braid's Redis keys or channels
@@ -41,10 +41,12 @@ def test_a_step_call_round_trips_through_its_wire_form() -> None:
     producer = StepCall(args={"xs": ref_spec("i:xs")}, ready_after=("a|finished_at",),
                         expands=("m", StepCall(args={"x": ITEM}, task="calc.double",
                                                queue="calc")))
-    for call in (element, producer, StepCall(args={})):
+    streaming = StepCall(args={"tokens": stream_spec("draft")}, consumers=("score", "log"))
+    for call in (element, producer, streaming, StepCall(args={})):
         assert StepCall.from_wire(call.to_wire()) == call
     assert element.reads() == ["m:m:2"]
     assert producer.reads() == ["i:xs"]
+    assert streaming.reads() == []  # a stream is read as it is written, not at the start
 
 
 def test_a_message_that_is_not_a_step_call_is_refused_with_a_reason() -> None:
@@ -60,12 +62,12 @@ def test_a_message_that_is_not_a_step_call_is_refused_with_a_reason() -> None:
 def test_the_public_names_of_app_are_exactly_these() -> None:
     assert sorted(app.__all__) == [
         "ApiUnreachable", "Array", "AsyncClient", "AsyncJob", "Batch", "BraidError",
-        "BrokerUnavailable", "Client", "DeclarationError", "IdempotencyConflict", "InvalidInput",
+        "BrokerUnavailable", "Chunk", "Client", "DeclarationError", "IdempotencyConflict", "InvalidInput",
         "Job", "JobAccepted", "JobConflict", "JobError",
         "JobFailed", "JobList", "JobNotFound", "JobState", "JobView", "ModelNotFound",
         "NotAcceptable", "NotFound", "Overloaded", "PayloadTooLarge", "PipelineNotFound", "Progress",
         "Resources", "Retry", "ServiceNotFound", "Settings", "StepState", "StepView",
         "Unauthorized", "Value", "api", "device", "each", "get_settings", "models", "pipeline",
-        "service", "step",
+        "service", "step", "stream",
     ]
     assert all(hasattr(app, name) for name in app.__all__)

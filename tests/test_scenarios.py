@@ -170,6 +170,42 @@ def test_inference_graph_scores_every_generated_text_like_the_classifier_in_proc
         assert r["score"] == pytest.approx(expected["POSITIVE"], abs=1e-6)
 
 
+def test_draft_and_score_scores_gpt2s_draft_as_it_streams_like_the_models_in_process(
+        api: httpx.Client, model_store: Path) -> None:
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    # given GPT-2's greedy continuation of a prompt, generated here by transformers
+    prompt, tokens = "I have an idea!", 8
+    path = str(_model("gpt2", model_store))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    generated = AutoModelForCausalLM.from_pretrained(path).generate(
+        ids, max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    draft = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+    # when draft-and-score runs, scoring at every chunk, followed over its stream
+    job = api.post("/v1/pipelines/draft-and-score/jobs",
+                   json={"prompt": prompt, "max_new_tokens": tokens, "every": 1}).json()["id"]
+    chunks = []
+    with api.stream("GET", f"/v1/jobs/{job}/stream") as response:
+        kind = ""
+        for line in response.iter_lines():
+            kind = line[7:] if line.startswith("event: ") else kind
+            if line.startswith("data: ") and kind == "chunk":
+                chunks += json.loads(line[6:])["items"]
+    view = wait(api, job, 60)
+    # then the scores came as a stream, one per piece of the draft, the last over the whole
+    # draft, each what the classifier says of that text in process
+    assert view["state"] == "succeeded" and view["result"] == chunks
+    assert chunks[-1]["text"] == draft and len(chunks) > 1
+    assert all(draft.startswith(c["text"]) for c in chunks)
+    classify = pipeline("text-classification", model=str(_model("bert-sentiment", model_store)))
+    for c in chunks:
+        expected = {x["label"]: x["score"] for x in classify(c["text"], top_k=None)}
+        assert c["positive"] == pytest.approx(expected["POSITIVE"], abs=1e-6)
+
+
 @pytest.mark.parametrize("pipeline", ["ensemble", "preprocess-predict"])
 def test_embeddings_given_as_an_array_give_what_their_texts_give(
         api: httpx.Client, model_store: Path, pipeline: str) -> None:
@@ -355,7 +391,7 @@ def test_every_scenario_curl_in_the_readme_works_as_documented(demo: System,
     import json
 
     curls = _readme_curls()
-    assert len(curls) == 5
+    assert len(curls) == 6
     for command in curls:
         out = subprocess.run(["bash", "-c", command.replace("localhost:8000", demo.url[7:])],
                              cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)

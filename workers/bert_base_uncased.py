@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import Field
+
 from app import Resources, api, device, models, service
 from workers._batching import BATCH
+
+Every = Annotated[int, Field(ge=1, le=64)]
+"""How many chunks of a draft come between two scores."""
 
 
 @service(resources=Resources(cpu=2, memory="2Gi"), timeout=30, models=["bert-sentiment:latest"])
@@ -20,3 +28,20 @@ class BertBaseUncased:
         length)."""
         results = self.pipe(sentence, top_k=None, truncation=True, batch_size=len(sentence))
         return [float({r["label"]: r["score"] for r in labels}["POSITIVE"]) for labels in results]
+
+    @api
+    def score_draft(self, tokens: Iterator[str], every: Every = 4) -> Iterator[dict[str, Any]]:
+        """Scores a text as it is written: after every ``every`` chunks of ``tokens`` (and
+        at its end), the text so far and the probability that it is POSITIVE (scenario 6)."""
+        text, unscored = "", 0
+        for token in tokens:
+            text, unscored = text + token, unscored + 1
+            if unscored == every:
+                yield self._scored(text)
+                unscored = 0
+        if unscored or not text:
+            yield self._scored(text)
+
+    def _scored(self, text: str) -> dict[str, Any]:
+        labels = self.pipe(text, top_k=None, truncation=True)
+        return {"text": text, "positive": float({r["label"]: r["score"] for r in labels}["POSITIVE"])}

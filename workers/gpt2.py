@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from pydantic import Field
@@ -41,6 +42,29 @@ class _Generator:
                             handle_long_generation="hole", batch_size=len(sentences))
         return [[str(o["generated_text"]) for o in out] for out in outputs]
 
+    def _tokens(self, prompt: str, max_new_tokens: int) -> Iterator[str]:
+        """Greedy generation, one token at a time (the model's cache keeps what it read):
+        the text each new token adds."""
+        import torch
+
+        model, tokenizer = self.pipe.model, self.pipe.tokenizer
+        room = model.config.n_positions - max_new_tokens
+        ids = tokenizer(prompt, return_tensors="pt").input_ids[:, -room:].to(model.device)
+        past, produced, text = None, [], ""
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                out = model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                ids = out.logits[:, -1, :].argmax(-1, keepdim=True)
+                produced.append(int(ids[0, 0]))
+                # decoded whole each time: a token may end a character another one began
+                full = tokenizer.decode(produced, skip_special_tokens=True)
+                if full != text and not full.endswith("\ufffd"):
+                    yield full[len(text):]
+                    text = full
+                if produced[-1] == tokenizer.eos_token_id:
+                    break
+
 
 @service(resources=Resources(gpu=1, memory="4Gi"), timeout=60, models=["gpt2:latest"])
 class GPT2(_Generator):
@@ -54,3 +78,9 @@ class GPT2(_Generator):
         tokens longer: the most likely ones (greedy, or beam search for several), or sampled
         with ``do_sample``. A prompt longer than the model reads loses its start."""
         return self._generate(sentence, max_new_tokens, num_return_sequences, do_sample)
+
+    @api
+    def draft(self, prompt: Prompt, max_new_tokens: NewTokens = 32) -> Iterator[str]:
+        """A greedy continuation of ``prompt``, streamed: each chunk is the text one more
+        token adds (scenario 6's drafter)."""
+        yield from self._tokens(prompt, max_new_tokens)

@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app import Value, each, pipeline, step
+from app import Value, each, pipeline, step, stream
 from workers._values import Prompt, Text, TextsOrEmbeddings
 from workers.aggregator import Aggregator
-from workers.bert_base_uncased import BertBaseUncased
+from workers.bert_base_uncased import BertBaseUncased, Every
 from workers.data import DataModel
 from workers.distilgpt2 import DistilGPT2
-from workers.gpt2 import GPT2
+from workers.gpt2 import GPT2, NewTokens
 from workers.image import ImageModel
 from workers.inference import InferenceService
 from workers.model_a import ModelAService
@@ -55,3 +55,13 @@ def inference_graph(original_sentence: Prompt = "I have an idea!") -> Value[list
                  step(DistilGPT2.generate, original_sentence))
     scores = each(BertBaseUncased.classify_generated_texts, texts)
     return step(Aggregator.pair, texts, scores)
+
+
+@pipeline(name="draft-and-score")
+def draft_and_score(prompt: Prompt = "I have an idea!", max_new_tokens: NewTokens = 32,
+                    every: Every = 4) -> Value[list[dict[str, Any]]]:
+    """Scenario 6, a compound LLM: GPT-2 drafts a continuation and streams it, token by
+    token, into BERT, which scores the draft as it grows (every ``every`` tokens);
+    ``GET /v1/jobs/{id}/stream`` sends each score as it comes."""
+    draft = stream(GPT2.draft, prompt, max_new_tokens=max_new_tokens)
+    return step(BertBaseUncased.score_draft, draft, every=every)

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api import stream
-from api.deps import Authorized, BraidDep
+from api.deps import Authorized, Braid, BraidDep
 from api.jobs import ViewResponse, read_job, render, until_final
 from api.problems import responses
 from api.stream import ended_before
 from app import InvalidInput, JobConflict, JobNotFound, JobState, NotAcceptable
+from app._pipeline import Pipeline
 from app._protocol import JobField
 from app._types import to_rest
 from app._views import JobList, JobView
@@ -85,6 +86,44 @@ def router() -> APIRouter:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    @r.get("/{job}/stream", summary="Server-sent events of the chunks its streaming step "
+           "yields, as they come, ending with the final state",
+           responses=responses(_INVALID | {
+               404: "No such job (unknown, or older than `BRAID_JOB_TTL_S`), or its pipeline "
+                    "has no streaming step of that name",
+               409: "The job's pipeline has no streaming step"}, also={
+               200: {"content": {"text/event-stream": {}},
+                     "description": "`chunk` events (step, attempt, first: the index of the "
+                                    "first item, items), a `restart` (step, attempt) where the "
+                                    "step was run again and its chunks start over, then `end` "
+                                    "(the final job). Each chunk's `id:` is its place in the "
+                                    "stream; with `Last-Event-ID` the stream resumes after it."},
+               204: {"description": "With `Last-Event-ID`: the client saw every chunk and the "
+                                    "job's end already"}}),
+           openapi_extra={"parameters": [{
+               "name": "Last-Event-ID", "in": "header", "required": False,
+               "description": "Resume after this chunk's id (an `id:` this stream sent)",
+               "schema": {"type": "string", "pattern": stream.ENTRY_ID}}]})
+    async def job_stream(
+        job: str,
+        braid: BraidDep,
+        request: Request,
+        step: Annotated[str | None, Query(description="The streaming step to follow (default: "
+                                          "the one that gives the result, else the last)")] = None,
+    ) -> Response:
+        after = request.headers.get("last-event-id")
+        if after is not None and re.fullmatch(stream.ENTRY_ID, after) is None:
+            raise InvalidInput(f"Last-Event-ID {after[:40]!r} is not an id this stream sent "
+                               "(like 1764680000000-0); reconnect without it to start over")
+        view = await read_job(braid, job, with_steps=False)
+        chosen = stream.streaming_step(_pipeline_of(braid, view.pipeline or ""), step)
+        if after is not None and view.state.final and \
+                not await stream.entries_after(braid, job, chosen, after):
+            return Response(status_code=204)
+        return StreamingResponse(stream.job_chunks(braid, job, chosen, after),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
     @r.get("/{job}/result", summary="The result alone: JSON, or a .npy / .png download",
            responses=responses(_UNKNOWN | _INVALID | {
                406: "The result has no such form (a .npy of a non-array, a .png of a "
@@ -127,6 +166,12 @@ def router() -> APIRouter:
         return ViewResponse(await read_job(braid, job))
 
     return r
+
+
+def _pipeline_of(braid: Braid, name: str) -> Pipeline:
+    """A job's pipeline by the name its record gives (``service.api`` for a direct call)."""
+    service, dot, api = name.partition(".")
+    return braid.registry.api_pipeline(service, api) if dot else braid.registry.pipeline(name)
 
 
 def _download(job: str, value: Any, wanted: str) -> Response:

@@ -12,10 +12,14 @@ never runs more than ``BRAID_STREAM_WINDOW`` items ahead of the slowest, and wai
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -41,6 +45,8 @@ _BLOCK_MS = 1000
 _WAIT_S = 0.005
 """How often a writer past its window looks whether its readers caught up."""
 _READ_COUNT = 64
+_QUEUED = 4
+_PUT = lua("stream_put")
 
 
 class StreamError(Exception):
@@ -67,11 +73,14 @@ class Restarted(Exception):
 
 
 class Writer:
-    """Writes one attempt of a streaming step's stream."""
+    """Writes one attempt of a streaming step's stream, from a thread of its own: the model
+    goes on making chunks while a write is on its way (each waits for Redis, and for the
+    window when a reader lags), and the step waits for the writes only at its end. At most
+    ``_QUEUED`` writes wait in memory for the thread: past them, the model waits too."""
 
     def __init__(self, client: redis.Redis, settings: Settings, job: str, step: str,
                  readers: Sequence[str]) -> None:
-        self._put = client.register_script(lua("stream_put"))
+        self._put = client.register_script(_PUT)
         self._keys = [stream_key(job, step), stream_state_key(job, step), job_key(job)]
         self._window = settings.stream_window
         self._coalesce_s = settings.stream_coalesce_ms / 1000
@@ -79,18 +88,20 @@ class Writer:
         self._ttl = settings.job_ttl_s
         self._cursors = [cursor_field(r) for r in readers]
         self._step = step
-        self.attempt = 0
-        self.written = 0
-        self.lead: list[int] = []
-        """How far ahead of its slowest reader the writer was, at each write (for tests and
-        the bench: it stays within the window)."""
+        self._attempt = 0
+        self._written = 0
         self._lowest = -1
+        self._queue: queue.Queue[_Write | None] = queue.Queue(maxsize=_QUEUED)
+        self._failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send_all, name="braid-stream", daemon=True)
 
     def produce(self, chunks: Iterator[Any], validate: Callable[[Any], Any]) -> list[Any]:
         """Write every chunk ``chunks`` yields (validated), then the end; the chunks."""
         out: list[Any] = []
         pending: list[Any] = []
         flushed = last = float("-inf")
+        self._thread.start()
         try:
             for chunk in chunks:
                 value = validate(chunk)
@@ -102,37 +113,77 @@ class Writer:
                 # the ones that came quickly, every coalescing interval
                 if now - flushed >= self._coalesce_s or gap >= self._coalesce_s or \
                         len(pending) >= self._window:
-                    self._write(pending)
+                    self._enqueue(_Write(pending))
                     pending, flushed = [], now
+                    # hand the GIL to the writer now: the model's next forward pass would
+                    # hold it until the interpreter's switch interval (5 ms) had passed
+                    time.sleep(0)
+                elif self._failure is not None:
+                    raise self._failure
+            self._enqueue(_Write(pending, "ok"))
+            self._finish()
         except (Restarted, StreamError):
+            self._finish(abandon=True)
             raise
-        except Exception as exc:
-            self._write(pending, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                self._enqueue(_Write(pending, "failed", f"{type(exc).__name__}: {exc}"[:500]))
+            self._finish(abandon=True)
             raise
-        self._write(pending, "ok")
         return out
 
-    def _write(self, items: list[Any], end: str = "", message: str = "") -> None:
-        while self._lowest >= 0 and self.written + len(items) - self._lowest > self._window:
-            time.sleep(_WAIT_S)
-            self._call([], "", "")  # the readers' cursors alone
-        self._call(items, end, message)
-        if self._lowest >= 0:
-            self.lead.append(self.written - self._lowest)
+    def _enqueue(self, write: _Write) -> None:
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            with contextlib.suppress(queue.Full):
+                return self._queue.put(write, timeout=_WAIT_S * 10)
 
-    def _call(self, items: list[Any], end: str, message: str) -> None:
-        text = _codec.dumps(items) if items else ""
+    def _finish(self, abandon: bool = False) -> None:
+        """Wait until every write was sent (``abandon``: without waiting for the window)."""
+        if abandon:
+            self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=1.0)
+        self._thread.join(None if not abandon else 5.0)
+        if not abandon and self._failure is not None:
+            raise self._failure
+
+    def _send_all(self) -> None:
+        try:
+            while (write := self._queue.get()) is not None:
+                self._send(write)
+        except BaseException as exc:  # the step raises it, at its next chunk or its end
+            self._failure = exc
+
+    def _send(self, write: _Write) -> None:
+        n = len(write.items)
+        while self._lowest >= 0 and self._written + n - self._lowest > self._window and \
+                not self._stop.is_set():
+            time.sleep(_WAIT_S)
+            self._call(_Write([]))  # the readers' cursors alone
+        self._call(write)
+
+    def _call(self, write: _Write) -> None:
+        text = _codec.dumps(write.items) if write.items else ""
         status, attempt, lowest = self._put(self._keys, [
-            self.attempt, self._keep, self._ttl, self.written, text, end, message,
+            self._attempt, self._keep, self._ttl, self._written, text, write.end, write.message,
             *self._cursors])
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "fenced":
             raise StreamEnded(f"a later attempt of step {self._step!r} writes its stream now")
         if status != "ok":
             raise StreamEnded(f"the job ended ({status}) while step {self._step!r} streamed")
-        self.attempt = int(attempt)
+        self._attempt = int(attempt)
         self._lowest = int(lowest)
-        self.written += len(items)
+        self._written += len(write.items)
+
+
+@dataclass(frozen=True)
+class _Write:
+    items: list[Any]
+    end: str = ""
+    message: str = ""
 
 
 class Reader(Iterator[Any]):

@@ -50,11 +50,11 @@ class _Generator:
         model, tokenizer = self.pipe.model, self.pipe.tokenizer
         room = model.config.n_positions - max_new_tokens
         ids = tokenizer(prompt, return_tensors="pt").input_ids[:, -room:].to(model.device)
-        past, produced, text = None, [], ""
+        cache, produced, text = None, [], ""
         with torch.inference_mode():
             for _ in range(max_new_tokens):
-                out = model(input_ids=ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model(input_ids=ids, cache=cache, use_cache=True)
+                cache = out.cache
                 ids = out.logits[:, -1, :].argmax(-1, keepdim=True)
                 produced.append(int(ids[0, 0]))
                 # decoded whole each time: a token may end a character another one began

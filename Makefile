@@ -18,9 +18,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# docker-compose (Debian's package) validates compose.yaml in the tests
+# Debian's packages the tests use: docker-compose validates compose.yaml; chromium and its
+# chromedriver drive the job page (/ui) in a real headless browser
 tools:
-	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+	@command -v docker-compose >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose chromium chromium-driver >/dev/null; }
 
 test: lint tools
 	$(VENV)/bin/pytest

@@ -24,6 +24,8 @@ class GraphNode(BaseModel):
     queue: str = Field(description="The queue its messages go to")
     kind: Literal["step", "map"] = Field(description="`map` for a step run once per element "
                                          "of a list (`each`)")
+    streams: bool = Field(description="Whether its API yields (its chunks can be followed at "
+                          "`/v1/jobs/{id}/stream`)")
 
 
 class Graph(BaseModel):
@@ -86,6 +88,18 @@ class ResourcesInfo(BaseModel):
     memory: str | None = Field(description="The per-process memory guard (`2Gi`)")
 
 
+class ProcessInfo(BaseModel):
+    """One live worker process of a service."""
+
+    model_config = ConfigDict(extra="allow")
+
+    process: str = Field(description="`host:pid`")
+    node: str = Field(description="Its worker's node name (as Flower shows it)")
+    device: str = Field(description="Where its model runs (`cpu`, `cuda:0`)")
+    models: list[str] = Field(description="The model store versions it loaded (`gpt2:v1`)")
+    since: float = Field(description="When it started (epoch seconds)")
+
+
 class ServiceInfo(BaseModel):
     """A service: its declaration, its queue right now, and its APIs."""
 
@@ -104,6 +118,8 @@ class ServiceInfo(BaseModel):
                        "autoscaling signal)")
     live_workers: int = Field(description="Worker processes that loaded the model and keep "
                               "sending heartbeats")
+    processes: list[ProcessInfo] = Field(description="Those processes: where they run and "
+                                         "what they loaded")
     apis: list[ApiInfo]
 
 
@@ -118,9 +134,10 @@ def pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
     return {**pipeline.describe(), "submit_url": f"/v1/pipelines/{pipeline.name}/jobs"}
 
 
-def service_info(service: ServiceSpec, stats: QueueStats) -> dict[str, Any]:
+def service_info(service: ServiceSpec, stats: QueueStats,
+                 processes: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON of a service's :class:`ServiceInfo`."""
-    return {**service.describe(), **stats.describe(), "apis": [
+    return {**service.describe(), **stats.describe(), "processes": processes, "apis": [
         {"name": a.name, "task": a.task_name,
          "submit_url": f"/v1/services/{service.name}/{a.name}/jobs",
          "input_schema": a.input_model.model_json_schema(),

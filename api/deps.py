@@ -20,7 +20,8 @@ from app._protocol import DEAD_LETTERS
 from app._registry import CORE, Registry
 from app._service import ServiceSpec
 
-__all__ = ["Authorized", "Braid", "BraidDep", "Documented", "has_key", "needs"]
+__all__ = ["KEY_COOKIE", "Authorized", "Braid", "BraidDep", "Documented", "has_key", "is_key",
+           "needs"]
 
 
 def needs(pipeline: Pipeline) -> list[ServiceSpec]:
@@ -69,6 +70,13 @@ class Braid:
         window = self.settings.alive_window_s
         return await queue_stats(self.store.client, self.registry.all_services, window)
 
+    async def processes(self) -> dict[str, list[dict[str, Any]]]:
+        """Per service, its live workers' processes: device, loaded model versions."""
+        from app._queues import live_processes
+
+        return await live_processes(self.store.client, self.registry.all_services,
+                                    self.settings.alive_window_s)
+
     async def dead_letters(self) -> int:
         """How many refused broker messages are kept aside (see app._dead_letters)."""
         return int(await self.store.client.llen(DEAD_LETTERS))
@@ -84,14 +92,26 @@ async def _braid(request: Request) -> Braid:
 BraidDep = Annotated[Braid, Depends(_braid)]
 
 
+KEY_COOKIE = "braid_key"
+"""The cookie the job page's login sets (http-only, secure, same-site): a browser sends it
+with the page's own requests, which cannot carry a bearer header (``EventSource``)."""
+
+
+def is_key(token: str, settings: Settings) -> bool:
+    """Whether ``token`` is one of ``BRAID_API_KEYS``."""
+    return any(secrets.compare_digest(token.encode(), k.get_secret_value().encode())
+               for k in settings.api_keys)
+
+
 def has_key(request: Request, settings: Settings) -> bool:
-    """Whether ``request`` may see what ``BRAID_API_KEYS`` guards (always, without keys)."""
-    keys = settings.api_keys
-    if not keys:
+    """Whether ``request`` may see what ``BRAID_API_KEYS`` guards (always, without keys):
+    it carries a key as ``Authorization: Bearer <key>``, or in the job page's cookie."""
+    if not settings.api_keys:
         return True
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and any(
-        secrets.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys)
+    if scheme.lower() == "bearer" and is_key(token, settings):
+        return True
+    return is_key(request.cookies.get(KEY_COOKIE, ""), settings)
 
 
 async def _authorize(request: Request, braid: BraidDep) -> None:

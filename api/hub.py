@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,9 +24,11 @@ log = logging.getLogger("braid.api")
 
 
 class Hub:
-    def __init__(self, pubsub_client: aioredis.Redis, store: JobStore, sweep_s: float) -> None:
+    def __init__(self, pubsub_client: aioredis.Redis, store: JobStore, sweep_s: float,
+                 pipelines: Sequence[str] = ()) -> None:
         self._client = pubsub_client
         self._store = store
+        self._pipelines = list(pipelines)
         self._sweep_s = sweep_s
         self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,7 +94,7 @@ class Hub:
                 now = time.time()
                 for job in await self._store.overdue(now):
                     await expire(self._store, job)
-                await self._store.trim(now)
+                await self._store.trim(now, self._pipelines)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

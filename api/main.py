@@ -14,7 +14,7 @@ from api import docs, problems
 from api.deps import Braid
 from api.hub import Hub
 from api.metrics import Metrics
-from api.routes import health, home, jobs, pipelines, services
+from api.routes import health, home, jobs, pipelines, services, ui
 from app import Settings, get_settings
 from app._celery import create_celery
 from app._jobs import JobStore
@@ -51,7 +51,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         streams = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2,
                                           socket_timeout=10, max_connections=_STREAM_CONNECTIONS)
         store = JobStore(client, settings.job_ttl_s)
-        hub = Hub(listener, store, settings.sweep_interval_s)
+        # the jobs lists it trims: each pipeline's, and each direct API call's
+        named = [*registry.pipelines, *(a.task_name for s in registry.all_services
+                                        for a in s.apis.values())]
+        hub = Hub(listener, store, settings.sweep_interval_s, named)
         celery = create_celery(settings, registry.all_services)
         metrics = Metrics()
         hub.listeners.append(lambda event: metrics.observe(event, client))
@@ -77,4 +80,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(pipelines.router(registry, settings.image_formats))
     app.include_router(jobs.router())
     app.include_router(health.router())
+    app.include_router(ui.router())
     return app

@@ -34,6 +34,7 @@ from app._protocol import (
     inflight_key,
     job_key,
     job_keys,
+    pipeline_jobs_key,
     step_field,
     steps_key,
 )
@@ -401,7 +402,8 @@ class JobStore:
             JobField.deadline: now + new.deadline_s,
         }
         keys: list[str] = [*job_keys(job), JOBS, DEADLINES,
-                           idempotency[0] if idempotency else job_key(job)]
+                           idempotency[0] if idempotency else job_key(job),
+                           pipeline_jobs_key(new.pipeline)]
         args: list[Any] = [job, now, now + new.deadline_s, self.ttl_s,
                            idempotency[1] if idempotency else "", len(room)]
         keys += [queue for queue, _ in room]
@@ -453,25 +455,36 @@ class JobStore:
     async def result(self, packed: str) -> Any:
         return await _unpack_async(self.client, packed)
 
-    async def recent(self, limit: int, pipeline: str | None, state: str | None) -> list[dict[str, str]]:
-        found: list[dict[str, str]] = []
-        start, batch = 0, max(limit * 2, 50)
-        while len(found) < limit and start < 10_000:
-            ids = await self.client.zrevrange(JOBS, start, start + batch - 1)
-            if not ids:
+    async def recent(self, limit: int, pipeline: str | None, state: str | None,
+                     before: float | None = None) -> tuple[list[dict[str, str]], float | None]:
+        """The newest ``limit`` jobs (of ``pipeline``, from its own jobs list; in ``state``)
+        created before ``before``, and the cursor for the page after them (None at the
+        end): two round trips a page without a state filter. With one, up to 10,000 jobs of
+        the list are looked at for a page."""
+        index = JOBS if pipeline is None else pipeline_jobs_key(pipeline)
+        found: list[tuple[dict[str, str], float]] = []
+        top = f"({before!r}" if before is not None else "+inf"
+        batch, seen = (limit + 1) if state is None else max(limit * 2, 50), 0
+        while len(found) <= limit and seen < 10_000:
+            page: Any = await self.client.zrevrangebyscore(
+                index, top, "-inf", start=0, num=batch, withscores=True)
+            if not page:
                 break
             async with self.client.pipeline(transaction=False) as pipe:
-                for i in ids:
+                for i, _ in page:
                     pipe.hgetall(job_key(_str(i)))
                 records = await pipe.execute()
-            for rec in records:
+            for rec, (_, score) in zip(records, page, strict=True):
                 r = _text(rec)
-                if r and (pipeline is None or r.get("pipeline") == pipeline) and (
-                    state is None or r.get("state") == state
-                ):
-                    found.append(r)
-            start += batch
-        return found[:limit]
+                if r and (pipeline is None or r.get(JobField.pipeline) == pipeline) and (
+                        state is None or r.get(JobField.state) == state):
+                    found.append((r, float(score)))
+            seen += len(page)
+            top = f"({float(page[-1][1])!r}"
+            if len(page) < batch:
+                break
+        more = len(found) > limit
+        return [r for r, _ in found[:limit]], found[limit - 1][1] if more else None
 
     async def overdue(self, now: float) -> list[str]:
         return [_str(i) for i in await self.client.zrangebyscore(DEADLINES, 0, now, 0, 100)]
@@ -479,8 +492,12 @@ class JobStore:
     async def forget(self, job: str) -> None:
         await self.client.zrem(DEADLINES, job)
 
-    async def trim(self, now: float) -> None:
-        await self.client.zremrangebyscore(JOBS, 0, now - self.ttl_s)
+    async def trim(self, now: float, pipelines: Sequence[str]) -> None:
+        """Drop the jobs older than the TTL (their records expired) from the jobs lists."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for index in [JOBS, *(pipeline_jobs_key(p) for p in pipelines)]:
+                pipe.zremrangebyscore(index, 0, now - self.ttl_s)
+            await pipe.execute()
 
 
 _Encodable = bytes | bytearray | memoryview | str | int | float

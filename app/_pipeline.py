@@ -570,7 +570,8 @@ class Pipeline:
             "graph": {
                 "nodes": [
                     {"name": n.id, "service": n.service.name, "api": n.api.name,
-                     "queue": n.service.queue, "kind": "map" if n.is_map else "step"}
+                     "queue": n.service.queue, "kind": "map" if n.is_map else "step",
+                     "streams": n.api.streams}
                     for n in self.nodes.values()
                 ],
                 "edges": [[d, n.id] for n in self.nodes.values() for d in sorted(n.deps)],

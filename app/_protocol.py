@@ -37,6 +37,7 @@ __all__ = [
     "IDEMPOTENCY_KEY",
     "ITEM",
     "JOBS",
+    "PIPELINE_JOBS_PREFIX",
     "PROCESSES_PREFIX",
     "STREAM_ATTEMPT",
     "ChunkField",
@@ -60,6 +61,7 @@ __all__ = [
     "job_keys",
     "list_spec",
     "output_ref",
+    "pipeline_jobs_key",
     "processes_key",
     "ref_spec",
     "refs_in",
@@ -81,6 +83,12 @@ CANCELS = f"{_PREFIX}cancels"
 """Pub/sub channel: JSON lists of the task ids of a cancelled job's running steps."""
 JOBS = f"{_PREFIX}jobs"
 """Sorted set: job id -> creation time (the jobs list)."""
+PIPELINE_JOBS_PREFIX = f"{JOBS}:pipeline:"
+
+
+def pipeline_jobs_key(pipeline: str) -> str:
+    """Sorted set: the jobs of ``pipeline``, id -> creation time (its jobs list)."""
+    return f"{PIPELINE_JOBS_PREFIX}{pipeline}"
 DEADLINES = f"{_PREFIX}deadlines"
 """Sorted set: id of a job not ended yet -> its deadline."""
 DEAD_LETTERS = f"{_PREFIX}dead-letters"

@@ -7,14 +7,15 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
-from app._protocol import alive_key
+from app._protocol import alive_key, processes_key
 from app._service import ServiceSpec
 from app._transport import UNACKED
 
-__all__ = ["QueueStats", "queue_stats"]
+__all__ = ["QueueStats", "live_processes", "queue_stats"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,21 @@ async def queue_stats(client: aioredis.Redis, specs: Sequence[ServiceSpec],
     return {spec.name: QueueStats(int(replies[2 * i]), reserved.get(spec.queue, 0),
                                   int(replies[2 * i + 1]))
             for i, spec in enumerate(specs)}
+
+
+async def live_processes(client: aioredis.Redis, specs: Sequence[ServiceSpec],
+                         alive_within_s: float) -> dict[str, list[dict[str, Any]]]:
+    """Per service name, its live workers' processes (process, node, device, the model
+    tags it loaded, since when), in one round trip."""
+    since = time.time() - alive_within_s
+    async with client.pipeline(transaction=False) as pipe:
+        for spec in specs:
+            pipe.zrangebyscore(alive_key(spec.name), since, "+inf")
+            pipe.hvals(processes_key(spec.name))
+        replies = await pipe.execute()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for i, spec in enumerate(specs):
+        alive = {n.decode() if isinstance(n, bytes) else str(n) for n in replies[2 * i]}
+        records = [json.loads(v) for v in replies[2 * i + 1]]
+        out[spec.name] = [r for r in records if r.get("node") in alive]
+    return out

@@ -143,6 +143,8 @@ class JobList(BaseModel):
     """Recent jobs, newest first, without their steps."""
 
     jobs: list[JobView]
+    next: float | None = Field(default=None, description="Where the next page starts: pass "
+                               "it as `before` (null: this page is the last)")
 
 
 class Chunk(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from app._protocol import pipeline_jobs_key
 from tests.harness import System, wait_for
 from tests.jobs_helpers import drained, marks, run, submit, wait
 
@@ -223,6 +224,30 @@ def test_jobs_list_newest_first_filtered(http: httpx.Client) -> None:
                                           "limit": 2}).json()["jobs"]
     assert [j["id"] for j in listed] == [second, first]
     assert all(j["pipeline"] == "chain-3" for j in listed)
+
+
+def test_jobs_list_pages_through_a_pipelines_own_jobs_list(
+        system: System, http: httpx.Client) -> None:
+    # given five jobs of one pipeline, among others
+    jobs = [run(http, "/v1/pipelines/chain-3/jobs", {"x": i})["id"] for i in range(5)]
+    run(http, "/v1/services/echo/echo/jobs", {"value": 1})
+    # when its jobs are listed two at a time, each page after the one before
+    pages, before = [], None
+    while True:
+        params: dict[str, Any] = {"pipeline": "chain-3", "limit": 2}
+        if before is not None:
+            params["before"] = before
+        page = http.get("/v1/jobs", params=params).json()
+        pages.append([j["id"] for j in page["jobs"]])
+        before = page["next"]
+        if before is None or len(pages) > 50:
+            break
+    # then they come newest first, each once, from the pipeline's own list in Redis
+    listed = [j for p in pages for j in p]
+    assert listed[:5] == jobs[::-1] and len(listed) == len(set(listed))
+    assert all(len(p) == 2 for p in pages[:-1])
+    index: Any = system.redis().zrevrange(pipeline_jobs_key("chain-3"), 0, 4)
+    assert [i.decode() for i in index] == jobs[::-1]
 
 
 def test_submit_with_wait_answers_with_the_final_job_or_202(http: httpx.Client) -> None:

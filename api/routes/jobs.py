@@ -39,9 +39,13 @@ def router() -> APIRouter:
         pipeline: str | None = None,
         state: JobState | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[float | None, Query(ge=0, description="Jobs created before this "
+                                              "time: the `next` of the page before")] = None,
     ) -> Response:
-        records = await braid.store.recent(limit, pipeline, state.value if state else None)
-        return ViewResponse(JobList(jobs=[await render(braid, rec, None) for rec in records]))
+        records, more = await braid.store.recent(limit, pipeline, state.value if state else None,
+                                                 before)
+        return ViewResponse(JobList(jobs=[await render(braid, rec, None) for rec in records],
+                                    next=more))
 
     @r.get("/{job}", summary="A job's state, progress, steps and result", response_model=JobView,
            responses=responses(_UNKNOWN | _INVALID, also={200: {

@@ -27,7 +27,8 @@ def router(registry: Registry, image_formats: Sequence[str]) -> APIRouter:
            responses=responses(UNAVAILABLE))
     async def list_services(braid: BraidDep) -> dict[str, Any]:
         stats = await braid.queues()
-        return {"services": [service_info(svc, stats[svc.name])
+        processes = await braid.processes()
+        return {"services": [service_info(svc, stats[svc.name], processes[svc.name])
                              for svc in braid.registry.all_services]}
 
     @r.get("/{name}", summary="One service: its queue, resources and API schemas",
@@ -37,7 +38,8 @@ def router(registry: Registry, image_formats: Sequence[str]) -> APIRouter:
     async def get_service(name: str, braid: BraidDep) -> dict[str, Any]:
         service = braid.registry.service(name)
         stats = await braid.queues()
-        return service_info(service, stats[service.name])
+        processes = await braid.processes()
+        return service_info(service, stats[service.name], processes[service.name])
 
     for svc in registry.services.values():
         for spec in svc.apis.values():

@@ -5,11 +5,12 @@
 -- idempotency key, a key seen before answers with the job it made instead.
 -- KEYS[1] job record   KEYS[2] job steps   KEYS[3] job data   KEYS[4] jobs list
 -- KEYS[5] deadlines   KEYS[6] the idempotency key's record (unused without one)
--- KEYS[7 ..] each queue the job needs, then the key of each blob, then of each command
+-- KEYS[7] the job's pipeline's jobs list
+-- KEYS[8 ..] each queue the job needs, then the key of each blob, then of each command
 -- below, in order
 -- ARGV[1] job id   ARGV[2] now   ARGV[3] deadline   ARGV[4] ttl (s)
 -- ARGV[5] the idempotency record to store ('' without a key)
--- ARGV[6] q: how many queues the job needs (KEYS[7 .. 6+q]); ARGV[7 .. 6+q] how many
+-- ARGV[6] q: how many queues the job needs (KEYS[8 .. 7+q]); ARGV[7 .. 6+q] how many
 -- messages may wait in each
 -- then n: how many job-record fields follow (name, value pairs), then m: how many step
 -- fields, then d: how many data fields, then b: how many blobs (their texts, in KEYS order)
@@ -26,11 +27,11 @@ if ARGV[5] ~= '' then
 end
 local queues = tonumber(ARGV[6])
 for i = 1, queues do
-  local waiting = redis.call('LLEN', KEYS[6 + i])
-  if waiting >= tonumber(ARGV[6 + i]) then return {'full', KEYS[6 + i], waiting} end
+  local waiting = redis.call('LLEN', KEYS[7 + i])
+  if waiting >= tonumber(ARGV[6 + i]) then return {'full', KEYS[7 + i], waiting} end
 end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl) end
-local cursor, key = 7 + queues, 7 + queues
+local cursor, key = 7 + queues, 8 + queues
 local function fields(target)
   local count = tonumber(ARGV[cursor])
   if count > 0 then
@@ -49,6 +50,7 @@ for i = 1, blobs do
 end
 cursor = cursor + 1 + blobs
 redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZADD', KEYS[7], now, id)
 redis.call('ZADD', KEYS[5], ARGV[3], id)
 local count = tonumber(ARGV[cursor])
 cursor = cursor + 1

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from api.hub import Hub
 from api.metrics import Metrics
+from api.traces import Traces
 from app import Settings, Unauthorized
 from app._canvas import Template
 from app._jobs import JobStore
@@ -44,6 +45,8 @@ class Braid:
     metrics: Metrics
     streams: aioredis.Redis
     """The client that follows chunk streams (blocking reads, a pool of its own)."""
+    traces: Traces | None = None
+    """The trace exporter, where BRAID_OTLP_ENDPOINT is set."""
 
     templates: dict[str, Template] = field(default_factory=dict)
     rooms: dict[str, list[tuple[str, int]]] = field(default_factory=dict)

@@ -61,7 +61,19 @@ async def submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseM
     """Store the job and publish its canvas, in one round trip; 202 with where to follow
     it. With ``wait``, answer 200 with the final job if it ends within that many seconds.
     With an ``Idempotency-Key`` seen before (from the same API key), the job it made, or a
-    409 when it came with another request."""
+    409 when it came with another request. With traces on, the request is the root span of
+    the job's trace."""
+    started = time.time()
+    response = await _submit(braid, request, pipeline, body, wait, key)
+    if braid.traces is not None and "location" in response.headers:
+        job = response.headers["location"].rsplit("/", 1)[-1]
+        braid.traces.request(job, request.method, request.url.path, started, time.time(),
+                             response.status_code)
+    return response
+
+
+async def _submit(braid: Braid, request: Request, pipeline: Pipeline, body: BaseModel,
+                  wait: float | None, key: str | None) -> JSONResponse:
     texts: dict[str, str] = {}
     blobs: dict[str, str] = {}
     digest = hashlib.sha256(pipeline.name.encode())

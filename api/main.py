@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -15,9 +16,11 @@ from api.deps import Braid
 from api.hub import Hub
 from api.metrics import Metrics
 from api.routes import health, home, jobs, pipelines, services, ui
+from api.traces import Traces
 from app import Settings, get_settings
 from app._celery import create_celery
 from app._jobs import JobStore
+from app._pipeline import Pipeline
 from app._registry import Registry, load
 
 __all__ = ["create_app"]
@@ -26,6 +29,13 @@ _REDIS_CONNECTIONS = 100
 _STREAM_CONNECTIONS = 2000
 """How many clients of one API process can follow chunk streams at once
 (``/v1/jobs/{id}/stream``); Redis's own limit is 10,000 clients in all."""
+
+
+def _pipeline_named(registry: Registry, name: str) -> Pipeline | None:
+    try:
+        return registry.job_pipeline(name)
+    except LookupError:  # a pipeline this API no longer serves
+        return None
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -58,12 +68,20 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         celery = create_celery(settings, registry.all_services)
         metrics = Metrics()
         hub.listeners.append(lambda event: metrics.observe(event, client))
-        app.state.braid = Braid(settings, registry, store, celery, hub, metrics, streams)
+        traces = None
+        if settings.otlp_endpoint:
+            traces = Traces(settings.otlp_endpoint, settings.otlp_service_name, client,
+                            settings.job_ttl_s, partial(_pipeline_named, registry))
+            hub.listeners.append(traces.observe)
+            await traces.start()
+        app.state.braid = Braid(settings, registry, store, celery, hub, metrics, streams, traces)
         await hub.start()
         try:
             yield
         finally:
             await hub.stop()
+            if traces is not None:
+                await traces.stop()
             await client.aclose()
             await listener.aclose()
             await streams.aclose()

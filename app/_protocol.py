@@ -74,6 +74,7 @@ __all__ = [
     "stream_spec",
     "stream_state_key",
     "streamed_from",
+    "traced_key",
 ]
 
 _PREFIX = "braid:"
@@ -149,6 +150,11 @@ class ChunkField(enum.StrEnum):
     end = "e"
     """On the last entry of an attempt: ``ok``, or ``failed`` with ``message``."""
     message = "m"
+
+
+def traced_key(job: str) -> str:
+    """Set by the API process that claimed the export of ``job``'s trace (one exports it)."""
+    return f"{_JOB_PREFIX}{job}:traced"
 
 
 def job_keys(job: str) -> list[str]:

@@ -59,6 +59,11 @@ class Registry:
     def api_pipeline(self, service: str, api: str) -> Pipeline:
         return single_api_pipeline(self.api(service, api), self.service(service))
 
+    def job_pipeline(self, name: str) -> Pipeline:
+        """The pipeline a job's record names (``service.api`` for a direct call of an API)."""
+        service, dot, api = name.partition(".")
+        return self.api_pipeline(service, api) if dot else self.pipeline(name)
+
     @property
     def all_services(self) -> list[ServiceSpec]:
         """Every service a deployment runs, the built-in one first."""

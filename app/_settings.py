@@ -171,6 +171,13 @@ class Settings(BaseSettings):
         default=1024, ge=16, description="How many writes (entries) a stream keeps for readers "
         "that come late or reconnect (older ones are trimmed; the step's output keeps all)."
     )
+    otlp_endpoint: str | None = Field(
+        default=None, description="An OTLP/HTTP collector (`http://collector:4318`): the API "
+        "exports a trace per job there (a span for the submitting request, one per step). "
+        "Unset: no traces are made."
+    )
+    otlp_service_name: str = Field(default="braid", description="The `service.name` of the "
+                                   "traces' resource.")
     flower: bool = Field(default=True, description="`braid up` starts Flower.")
     public_docs: bool = Field(
         default=False, description="With `BRAID_API_KEYS` set, `/`, `/docs` and "

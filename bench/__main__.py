@@ -13,8 +13,10 @@ on both graphs and BentoML with its adaptive batching on the seed graph; without
 also runs a 1-step and a 10-step no-op pipeline. Each cell runs on every system measured there,
 interleaved, over ``--rounds`` rounds (figures are medians). After each round's cells, the
 burst: 100 calls of GPT2.generate (a batched API) at once, to each Braid and to BentoML
-batched. Last, Braid's submission rate alone, issue 10's batching goals checked, and issue 12's
-streaming figures (:mod:`bench.streaming`: Braid against the same model in-process).
+batched. Last, Braid's submission rate alone, issue 10's batching goals checked, issue 12's
+streaming figures (:mod:`bench.streaming`: Braid against the same model in-process), and issue
+13's listing figure (:mod:`bench.listing`: a page of one pipeline's jobs out of 100,000, in
+Redis round trips).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench import goals, report, streaming
+from bench import goals, listing, report, streaming
 from bench.burst import LABEL as BURST_LABEL
 from bench.burst import agreement, burst
 from bench.burst import line as burst_line
@@ -152,6 +154,7 @@ async def _measure(systems: Sequence[System], workloads: Sequence[Workload],
         found = await asyncio.to_thread(streaming.measure, braid, braid.settings.broker_url,
                                         braid.settings.stream_retention)
         rate += "\n\n" + "\n".join(found.lines())
+    rate += "\n\n" + "\n".join(await asyncio.to_thread(listing.measure))
     names = [s.name for s in systems]
     tables = [(report.figures(cells, workloads, args.clients, names), 3),
               (report.ratios(cells, workloads, args.clients, names), 3),

@@ -135,3 +135,22 @@ def test_workers_run_at_a_lower_cpu_priority_than_the_api(system: System) -> Non
     api = os.getpriority(os.PRIO_PROCESS, system.procs["api"].pid)
     assert api == os.getpriority(os.PRIO_PROCESS, 0)
     assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {min(19, api + 10)}
+
+
+def test_the_grafana_dashboard_asks_only_for_series_the_api_exports(http: httpx.Client) -> None:
+    import json
+
+    from tests.harness import ROOT
+
+    # given the dashboard in deploy/, and what /metrics declares
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", http.get("/metrics").text, re.M))
+    # then every series a panel asks for is one of them (a histogram's by its _bucket,
+    # _sum or _count)
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bbraid_[a-z_]+", target["expr"])}
+    assert len(asked) >= 9
+    for name in asked:
+        histogram = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in declared or declared.get(histogram) == "histogram", \
+            f"{name}: /metrics has no such series"

@@ -9,12 +9,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api import stream
-from api.deps import Authorized, Braid, BraidDep
+from api.deps import Authorized, BraidDep
 from api.jobs import ViewResponse, read_job, render, until_final
 from api.problems import responses
 from api.stream import ended_before
 from app import InvalidInput, JobConflict, JobNotFound, JobState, NotAcceptable
-from app._pipeline import Pipeline
 from app._protocol import JobField
 from app._types import to_rest
 from app._views import JobList, JobView
@@ -120,7 +119,7 @@ def router() -> APIRouter:
             raise InvalidInput(f"Last-Event-ID {after[:40]!r} is not an id this stream sent "
                                "(like 1764680000000-0); reconnect without it to start over")
         view = await read_job(braid, job, with_steps=False)
-        chosen = stream.streaming_step(_pipeline_of(braid, view.pipeline or ""), step)
+        chosen = stream.streaming_step(braid.registry.job_pipeline(view.pipeline or ""), step)
         if after is not None and view.state.final and \
                 not await stream.entries_after(braid, job, chosen, after):
             return Response(status_code=204)
@@ -170,12 +169,6 @@ def router() -> APIRouter:
         return ViewResponse(await read_job(braid, job))
 
     return r
-
-
-def _pipeline_of(braid: Braid, name: str) -> Pipeline:
-    """A job's pipeline by the name its record gives (``service.api`` for a direct call)."""
-    service, dot, api = name.partition(".")
-    return braid.registry.api_pipeline(service, api) if dot else braid.registry.pipeline(name)
 
 
 def _download(job: str, value: Any, wanted: str) -> Response:

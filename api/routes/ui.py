@@ -76,11 +76,8 @@ def router() -> APIRouter:
         found = await braid.store.read(job) if has_key(request, braid.settings) else None
         graph = ""
         if found is not None:
-            name = found[0].get("pipeline", "")
-            service, dot, api = name.partition(".")
             try:
-                pipeline = (braid.registry.api_pipeline(service, api) if dot else
-                            braid.registry.pipeline(name))
+                pipeline = braid.registry.job_pipeline(found[0].get("pipeline", ""))
                 graph = f'<script type="application/json" id="pipeline">{_describe(pipeline)}</script>'
             except LookupError:  # a pipeline this API no longer serves: no graph
                 pass

@@ -32,6 +32,7 @@ from app._protocol import (
     chord_size_key,
     data_key,
     inflight_key,
+    input_ref,
     job_key,
     job_keys,
     pipeline_jobs_key,
@@ -454,6 +455,12 @@ class JobStore:
 
     async def result(self, packed: str) -> Any:
         return await _unpack_async(self.client, packed)
+
+    async def inputs(self, job: str, names: Sequence[str]) -> dict[str, Any]:
+        """The job's inputs ``names``, as it was given them (those it still has)."""
+        texts = await self.client.hmget(data_key(job), [input_ref(n) for n in names])
+        return {n: await _unpack_async(self.client, _str(t))
+                for n, t in zip(names, texts, strict=True) if t is not None}
 
     async def recent(self, limit: int, pipeline: str | None, state: str | None,
                      before: float | None = None) -> tuple[list[dict[str, str]], float | None]:

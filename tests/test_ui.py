@@ -77,6 +77,24 @@ def test_a_jobs_graph_turns_its_steps_green_as_they_finish_without_a_reload(
     assert "succeeded" in browser.find_element(By.CSS_SELECTOR, "main .state").text
 
 
+def test_a_jobs_page_shows_a_maps_fan_out_and_the_jobs_inputs_and_result(
+        system: System, http: httpx.Client, browser: WebDriver) -> None:
+    # given a job that maps over a list of four
+    job = run(http, "/v1/pipelines/map-last/jobs", {"n": 4})["id"]
+    # when its page is opened
+    browser.get(f"{system.url}/ui/jobs/{job}")
+    # then the map's node shows its fan-out, and the page its inputs and result
+    _until(browser, "the graph", lambda b: _steps(b))
+    nodes = {str(n.get_attribute("data-step")): n.text
+             for n in browser.find_elements(By.CSS_SELECTOR, "svg.graph g.node")}
+    assert "\u00d74 (4 done)" in nodes["calc.double"]
+    values = [v.text for v in browser.find_elements(By.CSS_SELECTOR, "pre.value")]
+    assert values[0].replace(" ", "").replace("\n", "") == '{"n":4}'
+    assert values[1].replace(" ", "").replace("\n", "") == "[0,2,4,6]"
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.waterfall tr")
+    assert len(rows) == 1 + 2 + 4  # a header, the two steps, and each element of the map
+
+
 def test_a_failed_step_shows_its_error(system: System, http: httpx.Client,
                                        browser: WebDriver) -> None:
     # given a job whose step raised

@@ -34,7 +34,9 @@ class Home(BaseModel):
 
 
 def _links(flower: str | None) -> list[Link]:
-    links = [Link(href="/docs", title="API docs (Swagger UI; try every route)"),
+    links = [Link(href="/ui", title="The job page: jobs, their step graphs live, pipelines, "
+                                   "services"),
+             Link(href="/docs", title="API docs (Swagger UI; try every route)"),
              Link(href="/openapi.json", title="OpenAPI schema"),
              Link(href="/v1/pipelines", title="Pipelines: input schemas, step graphs"),
              Link(href="/v1/services", title="Services: queues, workers, API schemas"),

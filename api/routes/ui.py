@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from html import escape
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import KEY_COOKIE, BraidDep, has_key, is_key
-from app._pipeline import Pipeline
+from app._types import to_rest
 
 __all__ = ["router"]
 
@@ -54,9 +54,11 @@ def _safe_next(next_: str) -> str:
     return next_ if next_.startswith("/ui") and not next_.startswith("//") else "/ui"
 
 
-def _describe(pipeline: Pipeline) -> str:
-    """The pipeline's graph as JSON that can sit inside a <script> element."""
-    return json.dumps(pipeline.describe()).replace("</", "<\\/")
+def _embedded(name: str, value: Any) -> str:
+    """``value`` as JSON in a <script> element the page reads (never run as script)."""
+    text = json.dumps(value).replace("</", "<\\/")
+    return f'<script type="application/json" id="{name}">{text}</script>'
+
 
 
 def router() -> APIRouter:
@@ -78,7 +80,9 @@ def router() -> APIRouter:
         if found is not None:
             try:
                 pipeline = braid.registry.job_pipeline(found[0].get("pipeline", ""))
-                graph = f'<script type="application/json" id="pipeline">{_describe(pipeline)}</script>'
+                inputs = to_rest(await braid.store.inputs(job, list(pipeline.input_model.model_fields)))
+                graph = (_embedded("pipeline", pipeline.describe()) +
+                         _embedded("inputs", inputs))
             except LookupError:  # a pipeline this API no longer serves: no graph
                 pass
         return page(request, braid, _shell("job", f"Job {job}", graph, id=job))

@@ -103,7 +103,9 @@ function drawGraph(graph, steps) {
     const batch = step.batch ? ` batch ${step.batch.size}` : "";
     root.append(svg("g", {class: "node " + state, "data-step": node.name, "data-state": state},
       svg("rect", {x, y, width: W, height: H, rx: 8}),
-      svg("text", {x: x + 10, y: y + 22, class: "name"}, node.name),
+      svg("title", {}, node.name),
+      svg("text", {x: x + 10, y: y + 22, class: "name"},
+          node.name.length > 29 ? node.name.slice(0, 28) + "\u2026" : node.name),
       svg("text", {x: x + 10, y: y + 44, class: "detail"}, state + fanout + batch)));
   }
   return root;
@@ -134,14 +136,27 @@ function waterfall(job) {
     rows);
 }
 
-function value(result, jobId) {
-  const text = JSON.stringify(result, null, 2);
-  if (result && typeof result === "object" && result.mode && result.data && result.size) {
-    return el("img", {class: "preview", alt: "result image", src: `/v1/jobs/${jobId}/result?format=png`});
+// A value as the REST API gives it: images drawn, arrays summed up, the rest as JSON
+// (a large one linked rather than shown).
+function preview(value, link) {
+  if (value && typeof value === "object" && value.media_type === "image/png" && value.data) {
+    return el("img", {class: "preview", alt: "image", src: "data:image/png;base64," + value.data});
   }
+  if (value && typeof value === "object" && Array.isArray(value.shape) && "dtype" in value) {
+    const text = JSON.stringify(value.data);
+    return el("div", {class: "array"}, `array ${value.dtype} [${value.shape.join(" \u00d7 ")}]`,
+              el("pre", {class: "value"}, text.length > 2000 ? text.slice(0, 2000) + " \u2026" : text));
+  }
+  if (Array.isArray(value) && value.some((v) => v && typeof v === "object" && (v.media_type || v.shape))) {
+    return el("div", {}, value.map((v) => preview(v, link)));
+  }
+  if (value && typeof value === "object" && !Array.isArray(value) &&
+      Object.values(value).some((v) => v && typeof v === "object" && (v.media_type || v.shape))) {
+    return el("div", {}, Object.entries(value).map(([k, v]) => el("div", {}, el("strong", {}, k), preview(v, link))));
+  }
+  const text = JSON.stringify(value, null, 2);
   if (text && text.length > 20000) {
-    return el("p", {}, `${text.length} characters: `,
-              el("a", {href: `/v1/jobs/${jobId}/result`}, "the whole result"));
+    return el("p", {}, `${text.length} characters: `, link ? el("a", {href: link}, "the whole value") : "too large to show");
   }
   return el("pre", {class: "value"}, text);
 }
@@ -151,6 +166,8 @@ async function jobPage(main) {
   let job = await api(`/v1/jobs/${id}`);
   const embedded = document.getElementById("pipeline");
   const pipeline = embedded ? JSON.parse(embedded.textContent) : {graph: {nodes: [], edges: [], streams: []}};
+  const kept = document.getElementById("inputs");
+  const inputs = kept ? JSON.parse(kept.textContent) : null;
   const streamed = el("pre", {class: "streamed", id: "streamed"});
   const render = () => {
     const cancel = job.state === "queued" || job.state === "running"
@@ -173,7 +190,8 @@ async function jobPage(main) {
       el("h2", {}, "Steps"), drawGraph(pipeline.graph, job.steps),
       el("h2", {}, "Timing"), waterfall(job),
       hasStream(pipeline) ? [el("h2", {}, "Streamed output"), streamed] : null,
-      el("h2", {}, "Result"), "result" in job ? value(job.result, id) : el("p", {class: "muted"}, "none yet"));
+      el("h2", {}, "Inputs"), inputs ? preview(inputs, null) : el("p", {class: "muted"}, "not kept"),
+      el("h2", {}, "Result"), "result" in job ? preview(job.result, `/v1/jobs/${id}/result`) : el("p", {class: "muted"}, "none yet"));
   };
   render();
   let pending = null;

@@ -105,8 +105,13 @@ def test_pipelines_list_their_input_schema_and_step_graph(http: httpx.Client) ->
     assert graph["input_schema"]["required"] == ["x", "y", "key"]
     nodes = {n["name"]: n for n in graph["graph"]["nodes"]}
     assert nodes["calc.total"] == {"name": "calc.total", "service": "calc", "api": "total",
-                                   "queue": "calc", "kind": "map"}
+                                   "queue": "calc", "kind": "map", "streams": False}
     assert ["calc.span", "calc.collect"] in graph["graph"]["edges"]
+    assert graph["graph"]["streams"] == []
+    streaming = pipelines["stream-upper"]["graph"]
+    assert streaming["streams"] == [["source.count", "sink.upper"]]
+    assert {n["name"]: n["streams"] for n in streaming["nodes"]} == {
+        "source.count": True, "sink.upper": True}
 
 
 def test_invalid_pipeline_input_is_422_and_unknown_pipeline_404(http: httpx.Client) -> None:

@@ -38,10 +38,20 @@ def _until(browser: WebDriver, what: str, check: Callable[[WebDriver], Any]) -> 
     return WebDriverWait(browser, _WAIT_S).until(check, message=f"waiting for {what}")
 
 
+def _text(browser: WebDriver, css: str) -> str:
+    """The text of the first element ``css`` selects ('' if none), read at once (the live
+    page redraws itself, so an element found a moment ago may be gone)."""
+    found: str = browser.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", css)
+    return found
+
+
 def _steps(browser: WebDriver) -> dict[str, str]:
     """The step graph as drawn: each node's step and the state it shows."""
-    return {str(n.get_attribute("data-step")): str(n.get_attribute("data-state"))
-            for n in browser.find_elements(By.CSS_SELECTOR, "svg.graph g.node")}
+    found: dict[str, str] = browser.execute_script(  # at once: the live page redraws itself
+        "return Object.fromEntries([...document.querySelectorAll('svg.graph g.node')]"
+        ".map((n) => [n.dataset.step, n.dataset.state]))")
+    return found
 
 
 def test_the_jobs_list_shows_a_submitted_job(system: System, http: httpx.Client,
@@ -51,12 +61,10 @@ def test_the_jobs_list_shows_a_submitted_job(system: System, http: httpx.Client,
     # when the jobs list is opened
     browser.get(f"{system.url}/ui")
     # then the job is in it, newest first, with its pipeline and state
-    row = _until(browser, "the job's row",
-                 lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job}"]'))
-    assert isinstance(row, list)
-    assert "echo.echo" in row[0].text and "succeeded" in row[0].text
-    assert browser.find_elements(By.CSS_SELECTOR, "tr[data-job]")[0].get_attribute(
-        "data-job") == job
+    row = _until(browser, "the job's row", lambda b: _text(b, f'tr[data-job="{job}"]'))
+    assert "echo.echo" in row and "succeeded" in row
+    assert browser.execute_script(
+        "return document.querySelector('tr[data-job]').dataset.job") == job
 
 
 def test_a_jobs_graph_turns_its_steps_green_as_they_finish_without_a_reload(
@@ -72,9 +80,9 @@ def test_a_jobs_graph_turns_its_steps_green_as_they_finish_without_a_reload(
     _until(browser, "the steps to turn green",
            lambda b: set(_steps(b).values()) == {"succeeded"})
     assert browser.execute_script("return window.sameDocument") is True
-    streamed = browser.find_element(By.ID, "streamed").text
+    streamed = _text(browser, "#streamed")
     assert streamed.startswith("T0 T1") and "T19" in streamed
-    assert "succeeded" in browser.find_element(By.CSS_SELECTOR, "main .state").text
+    assert _text(browser, "main .state") == "succeeded"
 
 
 def test_a_jobs_page_shows_a_maps_fan_out_and_the_jobs_inputs_and_result(
@@ -85,10 +93,12 @@ def test_a_jobs_page_shows_a_maps_fan_out_and_the_jobs_inputs_and_result(
     browser.get(f"{system.url}/ui/jobs/{job}")
     # then the map's node shows its fan-out, and the page its inputs and result
     _until(browser, "the graph", lambda b: _steps(b))
-    nodes = {str(n.get_attribute("data-step")): n.text
-             for n in browser.find_elements(By.CSS_SELECTOR, "svg.graph g.node")}
+    nodes = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('svg.graph g.node')]"
+        ".map((n) => [n.dataset.step, n.textContent]))")
     assert "\u00d74 (4 done)" in nodes["calc.double"]
-    values = [v.text for v in browser.find_elements(By.CSS_SELECTOR, "pre.value")]
+    values = browser.execute_script(  # read at once: a live page may draw itself again
+        "return [...document.querySelectorAll('pre.value')].map((e) => e.textContent)")
     assert values[0].replace(" ", "").replace("\n", "") == '{"n":4}'
     assert values[1].replace(" ", "").replace("\n", "") == "[0,2,4,6]"
     rows = browser.find_elements(By.CSS_SELECTOR, "table.waterfall tr")
@@ -102,9 +112,8 @@ def test_a_failed_step_shows_its_error(system: System, http: httpx.Client,
     # when its page is opened
     browser.get(f"{system.url}/ui/jobs/{job}")
     # then it shows the step failed, red, with the error's type and message
-    error = _until(browser, "the error", lambda b: b.find_elements(By.ID, "job-error"))
-    assert isinstance(error, list)
-    assert "ValueError" in error[0].text and "token 2 is poisoned" in error[0].text
+    error = _until(browser, "the error", lambda b: _text(b, "#job-error"))
+    assert "ValueError" in error and "token 2 is poisoned" in error
     assert _steps(browser) == {"count": "failed"}
 
 
@@ -113,15 +122,14 @@ def test_cancel_from_the_page_cancels_the_job(system: System, http: httpx.Client
     # given a long job, open on its page
     job = submit(http, UPPER, {"n": 2000, "pause_s": 0.05})
     browser.get(f"{system.url}/ui/jobs/{job}")
-    button = _until(browser, "the cancel button", lambda b: b.find_elements(By.ID, "cancel"))
-    assert isinstance(button, list)
-    # when its cancel button is clicked
-    button[0].click()
+    _until(browser, "the cancel button", lambda b: _text(b, "#cancel"))
+    # when its cancel button is clicked (found and clicked at once: the page redraws itself)
+    browser.execute_script("document.getElementById('cancel').click()")
     # then the job is cancelled, and the page says so
     wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["state"] == "cancelled" or None,
              _WAIT_S, "the job to be cancelled")
     _until(browser, "the page to show it cancelled",
-           lambda b: b.find_element(By.CSS_SELECTOR, "main .state").text == "cancelled")
+           lambda b: _text(b, "main .state") == "cancelled")
 
 
 def test_with_api_keys_the_page_asks_for_a_key_and_refuses_a_wrong_one(

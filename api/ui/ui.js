@@ -199,9 +199,12 @@ async function jobPage(main) {
     if (pending) return;
     pending = setTimeout(async () => { pending = null; job = await api(`/v1/jobs/${id}`); render(); }, 100);
   };
-  const events = new EventSource(`/v1/jobs/${id}/events`);
-  events.addEventListener("step", refresh);
-  events.addEventListener("end", () => { events.close(); refresh(); });
+  const final = ["succeeded", "failed", "cancelled"].includes(job.state);
+  if (!final) {  // a job that ended has nothing more to tell
+    const events = new EventSource(`/v1/jobs/${id}/events`);
+    events.addEventListener("step", refresh);
+    events.addEventListener("end", () => { events.close(); refresh(); });
+  }
   if (hasStream(pipeline)) {
     const chunks = new EventSource(`/v1/jobs/${id}/stream`);
     chunks.addEventListener("restart", () => { streamed.textContent = ""; });

@@ -70,8 +70,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         hub.listeners.append(lambda event: metrics.observe(event, client))
         traces = None
         if settings.otlp_endpoint:
-            traces = Traces(settings.otlp_endpoint, settings.otlp_service_name, client,
-                            settings.job_ttl_s, partial(_pipeline_named, registry))
+            traces = Traces(settings.otlp_endpoint, settings.otlp_service_name, store,
+                            partial(_pipeline_named, registry))
             hub.listeners.append(traces.observe)
             await traces.start()
         app.state.braid = Braid(settings, registry, store, celery, hub, metrics, streams, traces)

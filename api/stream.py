@@ -24,7 +24,7 @@ from app import JobConflict, JobNotFound, NotFound, _codec
 from app._pipeline import Pipeline
 from app._protocol import (
     STREAM_ATTEMPT,
-    ChunkField,
+    ChunkEntry,
     output_ref,
     ref_spec,
     stream_key,
@@ -152,7 +152,7 @@ async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> As
     if after is not None:  # the attempt of the entry the client saw last
         seen: Any = await client.xrange(key, after, after)
         if seen:
-            attempt = int(seen[0][1][ChunkField.attempt.value.encode()])
+            attempt = ChunkEntry.of(seen[0][1]).attempt
     if attempt is None:
         current = await client.hget(stream_state_key(job, step), STREAM_ATTEMPT)
         attempt = None if current is None else int(current)
@@ -173,21 +173,19 @@ async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> As
                     idle = 0.0
                     yield ": keep-alive\n\n"
                 continue
-            for entry, fields in found[0][1]:
-                last = entry.decode()
-                at = int(fields[ChunkField.attempt.value.encode()])
-                if attempt is not None and at < attempt:
+            for entry_id, fields in found[0][1]:
+                last, entry = entry_id.decode(), ChunkEntry.of(fields)
+                if attempt is not None and entry.attempt < attempt:
                     continue
-                if attempt is not None and at > attempt:
-                    yield _sse("restart", {"step": step, "attempt": at}, 0.0, last)
-                attempt = at
-                items = fields.get(ChunkField.items.value.encode())
-                if items is not None:
-                    yield _sse("chunk", {"step": step, "attempt": at,
-                                         "first": int(fields[ChunkField.first.value.encode()]),
-                                         "items": [to_rest(_codec.decode(i))
-                                                   for i in json.loads(items)]}, 0.0, last)
-                ended = ChunkField.end.value.encode() in fields
+                if attempt is not None and entry.attempt > attempt:
+                    yield _sse("restart", {"step": step, "attempt": entry.attempt}, 0.0, last)
+                attempt = entry.attempt
+                if entry.items:
+                    yield _sse("chunk", {"step": step, "attempt": entry.attempt,
+                                         "first": entry.first,
+                                         "items": [to_rest(_codec.decode(i)) for i in entry.items]},
+                               0.0, last)
+                ended = entry.end is not None
 
 
 def _told_end(events: asyncio.Queue[dict[str, Any]]) -> bool:

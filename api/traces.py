@@ -18,18 +18,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 
+from app._jobs import JobStore
 from app._pipeline import Pipeline
-from app._protocol import (
-    JobField,
-    StepField,
-    job_key,
-    map_of,
-    split_step_field,
-    steps_key,
-    traced_key,
-)
+from app._protocol import JobField, StepField, map_of, split_step_field, traced_key
 
 __all__ = ["Traces", "request_span_id"]
 
@@ -72,12 +64,11 @@ def _attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
 class Traces:
     """The API process's trace exporter (a queue and one task that posts it)."""
 
-    def __init__(self, endpoint: str, service_name: str, client: aioredis.Redis, ttl_s: int,
+    def __init__(self, endpoint: str, service_name: str, store: JobStore,
                  pipelines: Callable[[str], Pipeline | None]) -> None:
         self._url = endpoint.rstrip("/") + "/v1/traces"
         self._resource = {"attributes": _attributes({"service.name": service_name})}
-        self._client = client
-        self._ttl_s = ttl_s
+        self._store = store
         self._pipelines = pipelines
         self._queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(maxsize=_QUEUED)
         self._task: asyncio.Task[None] | None = None
@@ -111,14 +102,11 @@ class Traces:
         if not event.get("final"):
             return
         job = str(event["job"])
-        if not await self._client.set(traced_key(job), 1, nx=True, ex=self._ttl_s):
+        if not await self._store.client.set(traced_key(job), 1, nx=True, ex=self._store.ttl_s):
             return  # another API process exports it
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(job_key(job))
-            pipe.hgetall(steps_key(job))
-            record, fields = await pipe.execute()
-        if record:
-            self._put(self._steps(job, _text(record), _text(fields)))
+        found = await self._store.read(job)
+        if found is not None:
+            self._put(self._steps(job, *found))
 
     def _steps(self, job: str, record: dict[str, str], fields: dict[str, str]) -> list[dict[str, Any]]:
         steps: dict[str, dict[str, str]] = {}
@@ -192,8 +180,3 @@ class Traces:
                     log.warning("OTLP export to %s failed: %s", self._url, exc)
                 finally:
                     self._queue.task_done()
-
-
-def _text(mapping: Mapping[Any, Any]) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else str(k)):
-            (v.decode() if isinstance(v, bytes) else str(v)) for k, v in mapping.items()}

@@ -227,6 +227,33 @@ class _Sse:
         return None
 
 
+def _follow(http: httpx.Client, path: str, timeout: httpx.Timeout | None,
+            params: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The server-sent events of ``GET path``, as ``(kind, data)``."""
+    with http.stream("GET", path, params=params, timeout=timeout) as r:
+        if not r.is_success:
+            r.read()
+            _check(r)
+        parser = _Sse()
+        for line in r.iter_lines():
+            if (event := parser.feed(line)) is not None:
+                yield event
+
+
+async def _afollow(http: httpx.AsyncClient, path: str, timeout: httpx.Timeout | None,
+                   params: dict[str, str] | None = None
+                   ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """As :func:`_follow`."""
+    async with http.stream("GET", path, params=params, timeout=timeout) as r:
+        if not r.is_success:
+            await r.aread()
+            _check(r)
+        parser = _Sse()
+        async for line in r.aiter_lines():
+            if (event := parser.feed(line)) is not None:
+                yield event
+
+
 def _chunks(kind: str, data: dict[str, Any]) -> list[Chunk]:
     """The chunks of a ``/stream`` event; its ``end`` raises JobFailed if the job did not
     succeed."""
@@ -289,14 +316,8 @@ class Job:
         """``(kind, data)`` pairs: a ``snapshot`` (a :class:`JobView`), then ``step``
         transitions (dicts: job, step, state, ts, and error for failures), then ``end`` (the
         final :class:`JobView`)."""
-        with self.client.http.stream("GET", f"/v1/jobs/{self.id}/events", timeout=None) as r:
-            if not r.is_success:
-                r.read()
-                _check(r)
-            parser = _Sse()
-            for line in r.iter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield _event(*event)
+        for event in _follow(self.client.http, f"/v1/jobs/{self.id}/events", None):
+            yield _event(*event)
 
     def stream(self, step: str | None = None) -> Iterator[Chunk]:
         """The chunks the job's streaming step yields (``step``: another streaming step of
@@ -304,15 +325,9 @@ class Job:
         at the end if it failed or was cancelled. A chunk whose ``attempt`` is higher than
         the one before starts the chunks over."""
         params = {"step": step} if step else {}
-        with self.client.http.stream("GET", f"/v1/jobs/{self.id}/stream", params=params,
-                                     timeout=_STREAM_TIMEOUT) as r:
-            if not r.is_success:
-                r.read()
-                _check(r)
-            parser = _Sse()
-            for line in r.iter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield from _chunks(*event)
+        for event in _follow(self.client.http, f"/v1/jobs/{self.id}/stream", _STREAM_TIMEOUT,
+                             params):
+            yield from _chunks(*event)
 
 
 class Client:
@@ -408,29 +423,16 @@ class AsyncJob:
         return _view(await self.client.http.delete(f"/v1/jobs/{self.id}"))
 
     async def events(self) -> AsyncIterator[tuple[str, JobView | dict[str, Any]]]:
-        async with self.client.http.stream("GET", f"/v1/jobs/{self.id}/events",
-                                           timeout=None) as r:
-            if not r.is_success:
-                await r.aread()
-                _check(r)
-            parser = _Sse()
-            async for line in r.aiter_lines():
-                if (event := parser.feed(line)) is not None:
-                    yield _event(*event)
+        async for event in _afollow(self.client.http, f"/v1/jobs/{self.id}/events", None):
+            yield _event(*event)
 
     async def stream(self, step: str | None = None) -> AsyncIterator[Chunk]:
         """As :meth:`Job.stream`."""
         params = {"step": step} if step else {}
-        async with self.client.http.stream("GET", f"/v1/jobs/{self.id}/stream", params=params,
-                                           timeout=_STREAM_TIMEOUT) as r:
-            if not r.is_success:
-                await r.aread()
-                _check(r)
-            parser = _Sse()
-            async for line in r.aiter_lines():
-                if (event := parser.feed(line)) is not None:
-                    for chunk in _chunks(*event):
-                        yield chunk
+        async for event in _afollow(self.client.http, f"/v1/jobs/{self.id}/stream",
+                                    _STREAM_TIMEOUT, params):
+            for chunk in _chunks(*event):
+                yield chunk
 
 
 class AsyncClient:

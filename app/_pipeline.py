@@ -249,17 +249,18 @@ def _values_in(arg: Any) -> list[Value[Any]]:
     return []
 
 
-def _spec(arg: Any) -> Any:
-    """The JSON form of an argument: references to stored values, streams, or constants."""
+def _spec(arg: Any, streams: bool = True) -> Any:
+    """The JSON form of an argument: references to stored values, streams (``streams``;
+    else a streaming step's whole output, as a pipeline's result takes it), or constants."""
     if isinstance(arg, Value):
-        if arg._stream:
+        if arg._stream and streams:
             assert isinstance(arg._origin, Node)
             return stream_spec(arg._origin.id)
         return ref_spec(arg.ref)
     if isinstance(arg, list | tuple) and _values_in(arg):
-        return list_spec([_spec(a) for a in arg])
+        return list_spec([_spec(a, streams) for a in arg])
     if isinstance(arg, dict) and _values_in(arg):
-        return dict_spec({k: _spec(v) for k, v in arg.items()})
+        return dict_spec({k: _spec(v, streams) for k, v in arg.items()})
     return const_spec(_codec.encode(arg))
 
 
@@ -611,7 +612,7 @@ def _build(name: str, func: Callable[..., Any], deadline: float | None) -> Pipel
         _TRACE.reset(token)
     if not trace.nodes:
         raise DeclarationError(f"pipeline {name!r} calls no step; use step(Service.api, ...)")
-    output = ref_spec(result.ref) if isinstance(result, Value) else _spec(result)
+    output = _spec(result, streams=False)
     if is_const(output):
         raise DeclarationError(f"pipeline {name!r} must return a step's output (a Value)")
     model = create_model(

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,28 @@ class ChunkField(enum.StrEnum):
     """On the last entry of an attempt: ``ok``, or ``failed`` with ``message``."""
     message = "m"
 
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    """One stream entry, read back: its attempt, the index of its first item, its items
+    (wire values; none on an end alone) and, on an attempt's last entry, how it ended."""
+
+    attempt: int
+    first: int
+    items: list[Any]
+    end: str | None
+    message: str
+
+    @classmethod
+    def of(cls, fields: Mapping[bytes, bytes]) -> ChunkEntry:
+        def text(name: ChunkField) -> str | None:
+            value = fields.get(name.value.encode())
+            return None if value is None else value.decode()
+
+        items = text(ChunkField.items)
+        return cls(int(text(ChunkField.attempt) or 0), int(text(ChunkField.first) or 0),
+                   json.loads(items) if items is not None else [], text(ChunkField.end),
+                   text(ChunkField.message) or "")
 
 def traced_key(job: str) -> str:
     """Set by the API process that claimed the export of ``job``'s trace (one exports it)."""

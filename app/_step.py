@@ -457,21 +457,17 @@ def _end(w: Worker, task: Task, svc: ServiceSpec, spec: ApiSpec, begun: Begun,
               "give the service more memory or the step less work"}, **run.timing())
         log.warning("step %s of job %s failed: past its memory guard", step, job)
         raise StepFailed(f"{step}: past its memory guard") from None
+    if isinstance(exc, Interrupt | SoftTimeLimitExceeded | StreamError) and \
+            w.recorder.cancelled(job):
+        fail({"type": "Cancelled", "message": "job cancelled"}, "cancelled")
+        raise Ignore() from None
     if isinstance(exc, Interrupt | SoftTimeLimitExceeded):
-        if w.recorder.cancelled(job):
-            fail({"type": "Cancelled", "message": "job cancelled"}, "cancelled")
-            raise Ignore() from None
         fail({"type": "StepTimeout", "message":
               f"step {step!r} ran past its timeout of {svc.timeout:g} s"}, **run.timing())
         log.warning("step %s of job %s timed out", step, job)
         raise StepFailed(f"{step}: timed out") from None
-    if isinstance(exc, StreamError):
-        if w.recorder.cancelled(job):
-            fail({"type": "Cancelled", "message": "job cancelled"}, "cancelled")
-            raise Ignore() from None
-        fail({"type": exc.kind, "message": str(exc)}, **run.timing())
-        log.warning("step %s of job %s failed: %s", step, job, exc)
-        raise StepFailed(f"{step}: {exc.kind}: {exc}") from None
+    if isinstance(exc, StreamError):  # the stream's own words, no traceback of Braid's
+        exc = _Invalid({"type": exc.kind, "message": str(exc)})
     if isinstance(exc, _Invalid):
         fail(exc.error, **run.timing())
         log.warning("step %s of job %s failed: %s", step, job, exc.error["message"])

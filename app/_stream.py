@@ -13,7 +13,6 @@ never runs more than ``BRAID_STREAM_WINDOW`` items ahead of the slowest, and wai
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 import time
@@ -27,7 +26,7 @@ import redis
 from app import _codec
 from app._protocol import (
     STREAM_ATTEMPT,
-    ChunkField,
+    ChunkEntry,
     JobField,
     cursor_field,
     job_key,
@@ -121,7 +120,6 @@ class Writer:
                 elif self._failure is not None:
                     raise self._failure
             self._enqueue(_Write(pending, "ok"))
-            self._finish()
         except (Restarted, StreamError):
             self._finish(abandon=True)
             raise
@@ -130,6 +128,7 @@ class Writer:
                 self._enqueue(_Write(pending, "failed", f"{type(exc).__name__}: {exc}"[:500]))
             self._finish(abandon=True)
             raise
+        self._finish()
         return out
 
     def _enqueue(self, write: _Write) -> None:
@@ -240,27 +239,23 @@ class Reader(Iterator[Any]):
                                   f"{self._reader!r} read the stream of {self._writer!r}")
             return
         for entry_id, fields in found[0][1]:
-            attempt = int(fields[ChunkField.attempt.value.encode()])
+            entry = ChunkEntry.of(fields)
             if self._attempt is None:
-                self._attempt = attempt
-            if attempt < self._attempt:  # an earlier attempt's, left before it restarted
+                self._attempt = entry.attempt
+            if entry.attempt < self._attempt:  # an earlier attempt's, left before it restarted
                 self._last = entry_id.decode()
                 continue
-            if attempt > self._attempt:
-                self._restart = (self._last, attempt)
+            if entry.attempt > self._attempt:
+                self._restart = (self._last, entry.attempt)
                 raise Restarted(f"the stream of {self._writer!r} started over (attempt "
-                                f"{attempt})")
+                                f"{entry.attempt})")
             self._last = entry_id.decode()
-            items = fields.get(ChunkField.items.value.encode())
-            if items is not None:
-                self._buffer.extend(_codec.decode(i) for i in json.loads(items))
-            end = fields.get(ChunkField.end.value.encode())
-            if end is not None:
+            self._buffer.extend(_codec.decode(i) for i in entry.items)
+            if entry.end is not None:
                 self._done = True
-                if end != b"ok":
-                    message = fields.get(ChunkField.message.value.encode(), b"").decode()
+                if entry.end != "ok":
                     raise StreamFailed(f"step {self._writer!r}, whose stream step "
-                                       f"{self._reader!r} reads, failed: {message}")
+                                       f"{self._reader!r} reads, failed: {entry.message}")
                 return
 
 

@@ -333,3 +333,19 @@ def test_a_typed_iterator_api_must_be_a_generator_and_cannot_batch() -> None:
             @api(batch=Batch())  # type: ignore[arg-type]
             def draft(self, prompts: list[str]) -> Iterator[str]:
                 yield from prompts
+
+
+def test_a_stream_in_a_pipelines_result_is_its_whole_output() -> None:
+    from app._protocol import dict_spec, output_ref, ref_spec
+    from tests.apps.streams import Sink, Source
+
+    # given a pipeline that returns a stream (inside its result) beside what reads it
+    @pipeline(name="stream-returned")
+    def returned(n: int) -> object:
+        tokens = stream(Source.count, n)
+        return {"tokens": tokens, "upper": step(Sink.upper, tokens)}
+
+    # then its result takes the streaming step's whole output, not its stream
+    assert returned.__braid_pipeline__.output == dict_spec({  # type: ignore[attr-defined]
+        "tokens": ref_spec(output_ref("source.count")),
+        "upper": ref_spec(output_ref("sink.upper"))})

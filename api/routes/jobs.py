@@ -74,12 +74,7 @@ def router() -> APIRouter:
                                     "a snapshot."},
                204: {"description": "With `Last-Event-ID`: the client saw the job's end "
                                     "already (an `EventSource` stops reconnecting)"}}),
-           # the header is read from the request: a declared optional header would be
-           # documented as string-or-null, and a header is never null
-           openapi_extra={"parameters": [{
-               "name": "Last-Event-ID", "in": "header", "required": False,
-               "description": "Resume after this event id (an `id:` this stream sent)",
-               "schema": {"type": "string", "pattern": _EVENT_ID}}]})
+           openapi_extra=_last_event_id("this event id", _EVENT_ID))
     async def job_events(job: str, braid: BraidDep, request: Request) -> Response:
         since = _event_id(request.headers.get("last-event-id"))
         view = await read_job(braid, job, with_steps=False)
@@ -103,10 +98,7 @@ def router() -> APIRouter:
                                     "stream; with `Last-Event-ID` the stream resumes after it."},
                204: {"description": "With `Last-Event-ID`: the client saw every chunk and the "
                                     "job's end already"}}),
-           openapi_extra={"parameters": [{
-               "name": "Last-Event-ID", "in": "header", "required": False,
-               "description": "Resume after this chunk's id (an `id:` this stream sent)",
-               "schema": {"type": "string", "pattern": stream.ENTRY_ID}}]})
+           openapi_extra=_last_event_id("this chunk's id", stream.ENTRY_ID))
     async def job_stream(
         job: str,
         braid: BraidDep,
@@ -169,6 +161,16 @@ def router() -> APIRouter:
         return ViewResponse(await read_job(braid, job))
 
     return r
+
+
+def _last_event_id(what: str, pattern: str) -> dict[str, Any]:
+    """The ``Last-Event-ID`` header of an event stream, for the OpenAPI schema. It is read
+    from the request: a declared optional header would be documented as string-or-null, and
+    a header is never null."""
+    return {"parameters": [{
+        "name": "Last-Event-ID", "in": "header", "required": False,
+        "description": f"Resume after {what} (an `id:` this stream sent)",
+        "schema": {"type": "string", "pattern": pattern}}]}
 
 
 def _download(job: str, value: Any, wanted: str) -> Response:

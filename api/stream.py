@@ -160,6 +160,11 @@ async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> As
         ended = False  # the attempt ended: the job's end follows soon (a restart, rarely)
         idle = 0.0
         while True:
+            if ended and await _end_told(events, _ENDING_MS / 1000):
+                view = await read_job(braid, job, with_steps=False)
+                if view.state.final:
+                    yield _sse("end", view, 0.0, last)
+                    return
             found: Any = await client.xread({key: last}, count=256,
                                             block=_ENDING_MS if ended else _BLOCK_MS)
             if not found:
@@ -186,6 +191,22 @@ async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> As
                                          "items": [to_rest(_codec.decode(i)) for i in entry.items]},
                                0.0, last)
                 ended = entry.end is not None
+
+
+async def _end_told(events: asyncio.Queue[dict[str, Any]], timeout: float) -> bool:
+    """Wait up to ``timeout`` for the job's events to tell its end (or a resync): once a
+    stream's attempt ended, the job's end follows in a few milliseconds, and the client
+    hears it then rather than after a read's whole block."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        try:
+            event = await asyncio.wait_for(events.get(), left)
+        except TimeoutError:
+            return False
+        if event.get("final") or event.get("state") == "resync":
+            return True
+    return False
 
 
 def _told_end(events: asyncio.Queue[dict[str, Any]]) -> bool:

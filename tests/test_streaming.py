@@ -257,6 +257,44 @@ def test_a_pipeline_without_a_streaming_step_has_no_stream(http: httpx.Client) -
     assert "no streaming step" in response.json()["detail"]
 
 
+def test_a_submission_that_accepts_an_event_stream_is_answered_with_its_chunks(
+        http: httpx.Client) -> None:
+    # given a two-stage streaming pipeline
+    # when a client submits to it asking for an event stream
+    with http.stream("POST", UPPER, json={"n": 4, "pause_s": 0.05}, timeout=_READ,
+                     headers={"Accept": "text/event-stream"}) as response:
+        status, location = response.status_code, response.headers.get("location", "")
+        events = list(_events(response))
+    # then that one request answers with the result step's chunks as /stream sends them,
+    # then the job's end, and the job is where Location says
+    assert status == 200 and "/v1/jobs/" in location
+    assert _items(events) == [f"T{i} " for i in range(4)]
+    assert {e["data"]["step"] for e in events if e["event"] == "chunk"} == {"sink.upper"}
+    assert events[-1]["event"] == "end" and events[-1]["data"]["state"] == "succeeded"
+    view = http.get(location).json()
+    assert view["id"] == events[-1]["data"]["id"] and view["result"] == _items(events)
+
+
+def test_a_streamed_submission_of_a_pipeline_that_does_not_stream_queues_nothing(
+        http: httpx.Client) -> None:
+    # given a direct API that does not stream
+    echo = "/v1/services/echo/echo/jobs"
+
+    def listed() -> list[str]:
+        return [j["id"] for name in ("echo.echo", "stream-upper") for j in
+                http.get("/v1/jobs", params={"pipeline": name, "limit": 500}).json()["jobs"]]
+
+    before = listed()
+    # when it is submitted asking for an event stream, or for one that also waits
+    refused = http.post(echo, json={"value": "hi"}, headers={"Accept": "text/event-stream"})
+    waiting = http.post(UPPER, params={"wait": 5}, json={"n": 1},
+                        headers={"Accept": "text/event-stream"})
+    # then each is refused with what to do instead, and no job was made
+    assert refused.status_code == 409 and "no streaming step" in refused.json()["detail"]
+    assert waiting.status_code == 422 and "leave out ?wait=" in waiting.json()["detail"]
+    assert listed() == before
+
+
 def test_a_producer_killed_mid_stream_restarts_and_readers_see_the_restart(
         system: System, http: httpx.Client) -> None:
     # given a two-stage stream whose producer wrote a few chunks

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response, StreamingResponse
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from api import stream
 from api.deps import Authorized, Braid, BraidDep
 from api.examples import example
 from api.jobs import submit
@@ -38,7 +39,8 @@ __all__ = ["add_submit_route", "read_body"]
 # it, or of the final JobView, so neither is validated or serialized twice.
 _ACCEPTED = responses(UNAUTHORIZED | {
     404: "Unknown service, API or pipeline",
-    409: "The `Idempotency-Key` was used before for another request",
+    409: "The `Idempotency-Key` was used before for another request; or, with `Accept: "
+         "text/event-stream`, the pipeline has no streaming step (nothing was queued)",
     413: "The request is over BRAID_MAX_UPLOAD_BYTES",
     422: "The body does not match the declared types",
     429: "A queue the job needs is full (`max_queued`): nothing was queued; retry after "
@@ -46,8 +48,12 @@ _ACCEPTED = responses(UNAUTHORIZED | {
     503: "Redis is unreachable: nothing was queued, or (saying so, with its `job` id) the job "
          "may exist",
 }, also={
-    200: {"model": JobView, "description": "With `?wait=`: the job ended in time; the final "
-                                           "job, as `GET /v1/jobs/{id}` gives it."},
+    200: {"model": JobView, "content": {"text/event-stream": {}},
+          "description": "With `?wait=`: the job ended in time; the final job, as `GET "
+                         "/v1/jobs/{id}` gives it. With `Accept: text/event-stream` (a "
+                         "pipeline with a streaming step): the job's chunks as they come, as "
+                         "`GET /v1/jobs/{id}/stream` sends them, in the one request; the job "
+                         "is in `Location`."},
     202: {"description": "Accepted: the job is queued; follow `status_url` (also in "
                          "`Location`)."},
 })
@@ -232,9 +238,21 @@ def add_submit_route(router: APIRouter, path: str, pipeline: Pipeline, summary: 
             description="Any unique string: a submission repeated with it (a retry after a "
             "lost reply) answers with the job the first made, and runs nothing again; with "
             "another body it is a 409. Kept as long as the job.")] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         body = await read_body(request, braid, model)
-        return await submit(braid, request, pipeline, body, wait, idempotency_key)
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            return await submit(braid, request, pipeline, body, wait, idempotency_key)
+        # submit and stream in one request: refused before anything is queued where there
+        # is nothing to stream
+        step = stream.streaming_step(pipeline, None)
+        if wait is not None:
+            raise InvalidInput("a submission answered with its stream (Accept: "
+                               "text/event-stream) does not wait: leave out ?wait=")
+        accepted = await submit(braid, request, pipeline, body, None, idempotency_key)
+        url = accepted.headers["location"]
+        return StreamingResponse(stream.job_chunks(braid, url.rsplit("/", 1)[-1], step, None),
+                                 media_type="text/event-stream",
+                                 headers={"Location": url, "Cache-Control": "no-cache"})
 
     # a body of no required input may be left out (it is then {})
     content: dict[str, Any] = {"application/json": {"schema": schema,

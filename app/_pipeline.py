@@ -23,7 +23,16 @@ import functools
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from types import MappingProxyType, UnionType
 from typing import Annotated, Any, Generic, TypeVar, overload
@@ -336,6 +345,12 @@ def _resolve_api(api: Callable[..., Any]) -> tuple[ApiSpec, ServiceSpec]:
 def step(api: Callable[..., Iterator[R]], /, *args: Any,
          **kwargs: Any) -> Value[list[R]]: ...
 @overload
+def step(api: Callable[..., AsyncIterator[R]], /, *args: Any,
+         **kwargs: Any) -> Value[list[R]]: ...
+@overload
+def step(api: Callable[..., Coroutine[Any, Any, R]], /, *args: Any,
+         **kwargs: Any) -> Value[R]: ...
+@overload
 def step(api: Callable[..., R], /, *args: Any, **kwargs: Any) -> Value[R]: ...
 def step(api: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Value[Any]:
     """Call a service API in a pipeline: ``step(TextModel.analyze_text, text, top_k=2)``.
@@ -363,7 +378,8 @@ def step(api: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Value[Any]:
     return Value(node, spec.output)
 
 
-def stream(api: Callable[..., Iterable[R]], /, *args: Any, **kwargs: Any) -> Value[Iterator[R]]:
+def stream(api: Callable[..., Iterable[R] | AsyncIterable[R]], /, *args: Any,
+           **kwargs: Any) -> Value[Iterator[R]]:
     """Call a streaming API (one that yields) in a pipeline and pass its chunks, as they are
     written, to steps that take an ``Iterator``:
     ``step(Scorer.score, stream(Drafter.generate, prompt))``. The reading steps start with

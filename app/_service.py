@@ -13,6 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
+from app._async import is_async, synchronous
 from app._errors import DeclarationError
 from app._types import rest_annotation
 
@@ -252,7 +253,11 @@ def api(func: Any = None, /, *, retry: Retry | None = None, batch: Batch | None 
     A method that yields (``-> Iterator[str]``) is a streaming API: its chunks reach
     readers (``GET /v1/jobs/{id}/stream``, and steps that take them) as they come, and its
     output is the list of them all. A parameter typed ``Iterator[T]`` takes another step's
-    stream (``stream(...)`` in a pipeline), read as it is written; callers send a list."""
+    stream (``stream(...)`` in a pipeline), read as it is written; callers send a list.
+
+    An ``async def`` API (a coroutine, or an async generator for a streaming one) runs to
+    its end on an event loop of its call's own; its parameters typed ``AsyncIterator[T]``
+    take streams, as async iterators."""
 
     if inline and batch is not None:
         raise DeclarationError("@api(inline=True, batch=...): an inline API runs one step at "
@@ -283,15 +288,25 @@ def _list_of(annotation: Any) -> Any:
 
 
 _ITERATORS = (collections.abc.Iterator, collections.abc.Iterable, collections.abc.Generator)
+_ASYNC_ITERATORS = (collections.abc.AsyncIterator, collections.abc.AsyncIterable,
+                    collections.abc.AsyncGenerator)
 
 
 def iterated(annotation: Any) -> Any:
-    """``T`` of ``Iterator[T]``, ``Iterable[T]`` or ``Generator[T, ...]``, else None."""
+    """``T`` of ``Iterator[T]``, ``Iterable[T]`` or ``Generator[T, ...]`` (or of their async
+    kinds), else None."""
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in _ITERATORS and typing.get_args(annotation):
+    if typing.get_origin(annotation) in _ITERATORS + _ASYNC_ITERATORS and \
+            typing.get_args(annotation):
         return typing.get_args(annotation)[0]
     return None
+
+
+def _async_iterated(annotation: Any) -> bool:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return typing.get_origin(annotation) in _ASYNC_ITERATORS
 
 
 def _single(where: str, params: list[Param], output: Any) -> tuple[list[Param], Any]:
@@ -336,9 +351,15 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
         raise DeclarationError(f"{where}: a streaming API (one that yields, or takes an "
                                "Iterator) runs one call at a time, where its stream is: drop "
                                f"{'batch' if batch is not None else 'inline'}=")
-    if chunk is not None and not inspect.isgeneratorfunction(func):
+    if chunk is not None and not (inspect.isgeneratorfunction(func) or
+                                  inspect.isasyncgenfunction(func)):
         raise DeclarationError(f"{where}: it is typed to return an iterator, so Braid streams "
                                "it: write it as a generator (yield each chunk)")
+    async_streams = tuple(p.name for p in out if _async_iterated(p.annotation))
+    if async_streams and not is_async(func):
+        raise DeclarationError(f"{where}: {async_streams[0]} is typed AsyncIterator, which "
+                               "only an async def can read: make it async def, or type it "
+                               "Iterator[...]")
     if batch is not None:
         out, output = _single(where, out, output)
     if chunk is not None:
@@ -375,7 +396,8 @@ def _api_spec(service_name: str, cls: type, name: str, func: Callable[..., Any],
             f"{where}: its types cannot be validated or described as JSON ({exc}); use JSON "
             "types, pydantic models, numpy.ndarray, PIL.Image.Image or bytes"
         ) from exc
-    return ApiSpec(service_name, name, func, tuple(out), output, input_model,
+    return ApiSpec(service_name, name, synchronous(func, async_streams), tuple(out), output,
+                   input_model,
                    call_model, output_adapter, rest_output, retry, batch, inline, chunks,
                    streamed)
 

@@ -9,6 +9,7 @@ chord over the list built here at run time by the step that produced the list.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import traceback
@@ -106,7 +107,8 @@ def _traceback(exc: BaseException, func: Callable[..., Any]) -> str:
     """The traceback from the service's ``func`` down (Braid's frames above it dropped),
     its last ``_TRACEBACK_LIMIT`` characters."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code is not func.__code__:
+    code = inspect.unwrap(func).__code__  # (an async def's, under what runs it)
+    while tb is not None and tb.tb_frame.f_code is not code:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
     return text if len(text) <= _TRACEBACK_LIMIT else "...\n" + text[-_TRACEBACK_LIMIT:]

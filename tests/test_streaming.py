@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -236,6 +236,27 @@ def test_braid_submit_stream_prints_the_text_as_it_comes(system: System) -> None
     assert out.stdout == "t0 t1 t2 \n"
 
 
+def test_async_apis_read_a_stream_as_it_is_written(http: httpx.Client) -> None:
+    # given a source's tokens, 0.2 s apart, read at once by an async generator (upper-casing
+    # them) and a coroutine (joining them), each taking an AsyncIterator
+    job = submit(http, "/v1/pipelines/stream-async/jobs", {"n": 8, "pause_s": 0.2})
+    # when a client follows the async generator's stream
+    with http.stream("GET", f"/v1/jobs/{job}/stream", params={"step": "sink.aupper"},
+                     timeout=_READ) as response:
+        events = list(_events(response))
+    view = wait(http, job)
+    # then both gave what they read, and the async generator started, and wrote its first
+    # chunk, while the source still had more than a second to run
+    tokens = [f"t{i} " for i in range(8)]
+    assert view["state"] == "succeeded", view.get("error")
+    assert view["result"] == {"upper": [t.upper() for t in tokens], "joined": "".join(tokens)}
+    assert _items(events) == view["result"]["upper"]
+    produced = _at(view, "source.count", "finished_at")
+    assert _at(view, "sink.aupper", "started_at") < produced - 1.0
+    first = next(e for e in events if e["event"] == "chunk")
+    assert _entry_time(first["id"]) < produced - 1.0
+
+
 def test_step_picks_which_streaming_step_of_a_job_to_follow(http: httpx.Client) -> None:
     # given a two-stage job, done
     view = run(http, UPPER, {"n": 3})
@@ -371,6 +392,15 @@ def test_a_typed_iterator_api_must_be_a_generator_and_cannot_batch() -> None:
             @api(batch=Batch())  # type: ignore[arg-type]
             def draft(self, prompts: list[str]) -> Iterator[str]:
                 yield from prompts
+
+
+def test_an_async_iterator_is_read_by_an_async_def_only() -> None:
+    with pytest.raises(DeclarationError, match="make it async def, or type it Iterator"):
+        @service(name="stream-sync-reads-async")
+        class _SyncReader:
+            @api
+            def joined(self, tokens: AsyncIterator[str]) -> str:
+                return ""
 
 
 def test_a_stream_in_a_pipelines_result_is_its_whole_output() -> None:

@@ -4,7 +4,8 @@ written, and pipelines that join them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from app import Value, api, pipeline, service, step, stream
 
@@ -48,6 +49,19 @@ class Sink:
         return times
 
 
+    @api
+    async def aupper(self, tokens: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Each token upper-cased as it comes: an async generator reading an async
+        iterator."""
+        async for token in tokens:
+            yield token.upper()
+
+    @api
+    async def joined(self, tokens: AsyncIterator[str]) -> str:
+        """The tokens, joined once the last came: a coroutine reading an async iterator."""
+        return "".join([token async for token in tokens])
+
+
 @pipeline(name="stream-upper")
 def stream_upper(n: int, pause_s: float = 0.0, fail_at: int = -1) -> Value[list[str]]:
     """Two streaming stages: the source's tokens, upper-cased as they come."""
@@ -58,3 +72,11 @@ def stream_upper(n: int, pause_s: float = 0.0, fail_at: int = -1) -> Value[list[
 def stream_slow_reader(n: int, pause_s: float) -> Value[list[float]]:
     """A fast source read by a slow reader."""
     return step(Sink.taken, stream(Source.count, n), pause_s=pause_s)
+
+
+@pipeline(name="stream-async")
+def stream_async(n: int, pause_s: float = 0.0) -> dict[str, Value[Any]]:
+    """The source's tokens read by two async APIs at once: one streams them upper-cased,
+    one joins them."""
+    tokens = stream(Source.count, n, pause_s=pause_s)
+    return {"upper": step(Sink.aupper, tokens), "joined": step(Sink.joined, tokens)}

@@ -42,7 +42,7 @@ from app._protocol import (
 from app._types import to_rest
 from app._views import JobAccepted, JobView
 
-__all__ = ["FINAL", "ViewResponse", "read_job", "render", "submit", "until_final"]
+__all__ = ["FINAL", "ViewResponse", "end_told", "read_job", "render", "submit", "until_final"]
 
 
 def _time(value: str | None) -> dt.datetime | None:
@@ -266,16 +266,26 @@ async def until_final(braid: Braid, job: str, events: asyncio.Queue[dict[str, An
     polling: ``events`` must have been registered before the job could end)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while (left := end - loop.time()) > 0:
+    while (left := end - loop.time()) > 0 and await end_told(events, left):
+        view = await read_job(braid, job)
+        if view.state.final:
+            return view
+    return await read_job(braid, job)
+
+
+async def end_told(events: asyncio.Queue[dict[str, Any]], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the job's events to tell its end (or a resync,
+    after which it may have ended); whether they did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
         try:
             event = await asyncio.wait_for(events.get(), left)
         except TimeoutError:
-            break
+            return False
         if event.get("final") or event.get("state") == "resync":
-            view = await read_job(braid, job)
-            if view.state.final:
-                return view
-    return await read_job(braid, job)
+            return True
+    return False
 
 
 async def read_job(braid: Braid, job: str, with_steps: bool = True) -> JobView:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from api.deps import Braid
-from api.jobs import read_job
+from api.jobs import end_told, read_job
 from app import JobConflict, JobNotFound, NotFound, _codec
 from app._pipeline import Pipeline
 from app._protocol import (
@@ -160,7 +160,9 @@ async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> As
         ended = False  # the attempt ended: the job's end follows soon (a restart, rarely)
         idle = 0.0
         while True:
-            if ended and await _end_told(events, _ENDING_MS / 1000):
+            # once the stream's attempt ended, the job's end follows in a few milliseconds:
+            # the client hears it then, not after a read's whole block
+            if ended and await end_told(events, _ENDING_MS / 1000):
                 view = await read_job(braid, job, with_steps=False)
                 if view.state.final:
                     yield _sse("end", view, 0.0, last)
@@ -191,22 +193,6 @@ async def job_chunks(braid: Braid, job: str, step: str, after: str | None) -> As
                                          "items": [to_rest(_codec.decode(i)) for i in entry.items]},
                                0.0, last)
                 ended = entry.end is not None
-
-
-async def _end_told(events: asyncio.Queue[dict[str, Any]], timeout: float) -> bool:
-    """Wait up to ``timeout`` for the job's events to tell its end (or a resync): once a
-    stream's attempt ended, the job's end follows in a few milliseconds, and the client
-    hears it then rather than after a read's whole block."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (left := deadline - loop.time()) > 0:
-        try:
-            event = await asyncio.wait_for(events.get(), left)
-        except TimeoutError:
-            return False
-        if event.get("final") or event.get("state") == "resync":
-            return True
-    return False
 
 
 def _told_end(events: asyncio.Queue[dict[str, Any]]) -> bool:

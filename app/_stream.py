@@ -13,8 +13,6 @@ never runs more than ``BRAID_STREAM_WINDOW`` items ahead of the slowest, and wai
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.connection import Connection
 
 from app import _codec
 from app._protocol import (
@@ -44,7 +43,8 @@ _BLOCK_MS = 1000
 _WAIT_S = 0.005
 """How often a writer past its window looks whether its readers caught up."""
 _READ_COUNT = 64
-_QUEUED = 4
+_CLOSE_WAIT_S = 1.0
+"""How long a writer that stops early waits for each reply it has not read."""
 _PUT = lua("stream_put")
 
 
@@ -72,13 +72,16 @@ class Restarted(Exception):
 
 
 class Writer:
-    """Writes one attempt of a streaming step's stream, from a thread of its own: the model
-    goes on making chunks while a write is on its way (each waits for Redis, and for the
-    window when a reader lags), and the step waits for the writes only at its end. At most
-    ``_QUEUED`` writes wait in memory for the thread: past them, the model waits too."""
+    """Writes one attempt of a streaming step's stream, from the step's own thread, without
+    waiting on Redis: the first write goes at once and tells the attempt; each later one is
+    sent on a connection of the writer's own and its reply read when the next is sent
+    (pipelined), so the model goes on making chunks while a write is on its way. The step
+    waits for Redis only when it is past the window (a reader lags) and at its end. A thread
+    of its own would cost more: each write would hand the GIL to it and back."""
 
     def __init__(self, client: redis.Redis, settings: Settings, job: str, step: str,
                  readers: Sequence[str]) -> None:
+        self._client = client
         self._put = client.register_script(_PUT)
         self._keys = [stream_key(job, step), stream_state_key(job, step), job_key(job)]
         self._window = settings.stream_window
@@ -89,18 +92,18 @@ class Writer:
         self._step = step
         self._attempt = 0
         self._written = 0
+        """Items sent so far (the index of the next write's first item)."""
         self._lowest = -1
-        self._queue: queue.Queue[_Write | None] = queue.Queue(maxsize=_QUEUED)
-        self._failure: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._send_all, name="braid-stream", daemon=True)
+        self._connection: Connection | None = None
+        """The writer's own, after its first write."""
+        self._unread: deque[list[Any]] = deque()
+        """The arguments of the writes sent on it whose replies were not read yet."""
 
     def produce(self, chunks: Iterator[Any], validate: Callable[[Any], Any]) -> list[Any]:
         """Write every chunk ``chunks`` yields (validated), then the end; the chunks."""
         out: list[Any] = []
         pending: list[Any] = []
         flushed = last = float("-inf")
-        self._thread.start()
         try:
             for chunk in chunks:
                 value = validate(chunk)
@@ -112,62 +115,80 @@ class Writer:
                 # the ones that came quickly, every coalescing interval
                 if now - flushed >= self._coalesce_s or gap >= self._coalesce_s or \
                         len(pending) >= self._window:
-                    self._enqueue(_Write(pending))
+                    self._write(_Write(pending))
                     pending, flushed = [], now
-                    # hand the GIL to the writer now: the model's next forward pass would
-                    # hold it until the interpreter's switch interval (5 ms) had passed
-                    time.sleep(0)
-                elif self._failure is not None:
-                    raise self._failure
-            self._enqueue(_Write(pending, "ok"))
+            self._write(_Write(pending, "ok"))
+            self._close(drain=True)
         except (Restarted, StreamError):
-            self._finish(abandon=True)
+            self._close()
             raise
         except BaseException as exc:
             with contextlib.suppress(BaseException):
-                self._enqueue(_Write(pending, "failed", f"{type(exc).__name__}: {exc}"[:500]))
-            self._finish(abandon=True)
+                self._write(_Write(pending, "failed", f"{type(exc).__name__}: {exc}"[:500]))
+            self._close()
             raise
-        self._finish()
         return out
 
-    def _enqueue(self, write: _Write) -> None:
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            with contextlib.suppress(queue.Full):
-                return self._queue.put(write, timeout=_WAIT_S * 10)
-
-    def _finish(self, abandon: bool = False) -> None:
-        """Wait until every write was sent (``abandon``: without waiting for the window)."""
-        if abandon:
-            self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=1.0)
-        self._thread.join(None if not abandon else 5.0)
-        if not abandon and self._failure is not None:
-            raise self._failure
-
-    def _send_all(self) -> None:
-        try:
-            while (write := self._queue.get()) is not None:
-                self._send(write)
-        except BaseException as exc:  # the step raises it, at its next chunk or its end
-            self._failure = exc
+    def _write(self, write: _Write) -> None:
+        if self._connection is None:
+            self._reply(self._put(self._keys, self._args(write)))
+            self._written += len(write.items)
+            self._connection = self._client.connection_pool.get_connection()
+            return
+        self._read(block=False)
+        # a failed end goes at once: the step is over, whether or not its readers caught up
+        while self._lowest >= 0 and self._written + len(write.items) - self._lowest > \
+                self._window and write.end != "failed":
+            self._read(block=True)
+            if self._written + len(write.items) - self._lowest > self._window:
+                time.sleep(_WAIT_S)
+                self._send(_Write([]))  # the readers' cursors alone
+                self._read(block=True)
+        self._send(write)
 
     def _send(self, write: _Write) -> None:
-        n = len(write.items)
-        while self._lowest >= 0 and self._written + n - self._lowest > self._window and \
-                not self._stop.is_set():
-            time.sleep(_WAIT_S)
-            self._call(_Write([]))  # the readers' cursors alone
-        self._call(write)
+        assert self._connection is not None
+        args = self._args(write)
+        self._unread.append(args)
+        self._written += len(write.items)
+        try:
+            # no health check: a PING would read a reply that belongs to a write
+            self._connection.send_command(  # type: ignore[no-untyped-call]
+                "EVAL", _PUT, len(self._keys), *self._keys, *args, check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._resend()
 
-    def _call(self, write: _Write) -> None:
+    def _args(self, write: _Write) -> list[Any]:
         text = _codec.dumps(write.items) if write.items else ""
-        status, attempt, lowest = self._put(self._keys, [
-            self._attempt, self._keep, self._ttl, self._written, text, write.end, write.message,
-            *self._cursors])
+        return [self._attempt, self._keep, self._ttl, self._written, text, write.end,
+                write.message, *self._cursors]
+
+    def _read(self, block: bool, wait_s: float = 0) -> None:
+        """Read the replies that came, or that come within ``wait_s`` (``block``: all of
+        them, however long Redis takes)."""
+        assert self._connection is not None
+        while self._unread:
+            try:
+                if not block and not self._connection.can_read(wait_s):
+                    return
+                reply = self._connection.read_response()
+            except (redis.ConnectionError, redis.TimeoutError):
+                return self._resend()
+            self._unread.popleft()
+            self._reply(reply)
+
+    def _resend(self) -> None:
+        """The connection broke: send the writes whose replies it did not bring again, one
+        by one through the client, which sends again while Redis is away, as every write of
+        a step does (a write that had reached Redis is written twice); later writes go on a
+        fresh connection."""
+        assert self._connection is not None
+        self._connection.disconnect()  # type: ignore[no-untyped-call]
+        while self._unread:
+            self._reply(self._put(self._keys, self._unread.popleft()))
+
+    def _reply(self, reply: Any) -> None:
+        status, attempt, lowest = reply
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "fenced":
             raise StreamEnded(f"a later attempt of step {self._step!r} writes its stream now")
@@ -175,7 +196,26 @@ class Writer:
             raise StreamEnded(f"the job ended ({status}) while step {self._step!r} streamed")
         self._attempt = int(attempt)
         self._lowest = int(lowest)
-        self._written += len(write.items)
+
+    def _close(self, drain: bool = False) -> None:
+        """Give the connection back; ``drain``: once every reply was read (raising what they
+        tell), else once what could be read was (the last write must reach Redis before the
+        connection closes)."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if drain:
+                self._read(block=True)
+            else:
+                with contextlib.suppress(StreamError, redis.RedisError, OSError):
+                    self._read(block=False, wait_s=_CLOSE_WAIT_S)
+        finally:
+            self._connection = None
+            if self._unread:  # replies left unread: the connection cannot serve anyone else
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                self._unread.clear()
+            self._client.connection_pool.release(connection)
 
 
 @dataclass(frozen=True)

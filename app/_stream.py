@@ -180,8 +180,8 @@ class Writer:
     def _resend(self) -> None:
         """The connection broke: send the writes whose replies it did not bring again, one
         by one through the client, which sends again while Redis is away, as every write of
-        a step does (a write that had reached Redis is written twice); later writes go on a
-        fresh connection."""
+        a step does (one that had reached Redis adds nothing the second time); later writes
+        go on a fresh connection."""
         assert self._connection is not None
         self._connection.disconnect()  # type: ignore[no-untyped-call]
         while self._unread:

@@ -4,12 +4,15 @@ submission succeeds, and a step that ended meanwhile is recorded."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from app._protocol import alive_key
+from app._protocol import alive_key, stream_key
 from tests.harness import System, wait_for
 from tests.jobs_helpers import submit, wait
 
@@ -104,5 +107,33 @@ def test_a_step_that_ends_while_redis_is_down_is_recorded_once_it_is_back(
             view = wait(http, job, timeout=60)
         assert view["state"] == "succeeded" and view["result"] == 2.0
         assert view["steps"]["nap"]["attempts"] == 1
+    finally:
+        small.stop(name)
+
+
+def test_a_streaming_step_rides_out_a_redis_restart(small: System) -> None:
+    """Given a step streaming a token every 50 ms, when Redis stops after its first chunk
+    and starts again, then the job succeeds from its one attempt with every token in order,
+    and its stream holds each token once: a write whose reply the connection did not bring
+    is sent again until Redis answers, and adds nothing if it had been written."""
+    name = small.start_worker("source")
+    try:
+        small.wait_workers(["source"])
+        client = small.redis()
+        with httpx.Client(base_url=small.url, timeout=30) as http:
+            job = submit(http, "/v1/services/source/count/jobs", {"n": 40, "pause_s": 0.05})
+            wait_for(lambda: client.xlen(stream_key(job, "count")) or None, 30,
+                     "the first chunk")
+            stopped = time.monotonic()
+            small.stop_redis()
+            small.start_redis()
+            assert time.monotonic() - stopped > 0.05  # Redis was away for a chunk at least
+            view = wait(http, job, timeout=60)
+        assert view["state"] == "succeeded", view
+        assert view["result"] == [f"t{i} " for i in range(40)]
+        assert view["steps"]["count"]["attempts"] == 1
+        entries: Any = small.redis().xrange(stream_key(job, "count"))
+        items = [item for _, fields in entries for item in json.loads(fields.get(b"d", b"[]"))]
+        assert items[-1] == "t39 " and items == sorted(set(items), key=items.index)
     finally:
         small.stop(name)

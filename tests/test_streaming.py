@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from app import Client, DeclarationError, JobFailed, api, pipeline, service, step, stream
-from app._protocol import stream_key
+from app._protocol import job_key, stream_key, stream_state_key
+from app._scripts import lua
 from tests.conftest import WINDOW
 from tests.harness import System, wait_for
 from tests.jobs_helpers import run, submit, wait
@@ -338,6 +339,26 @@ def test_a_producer_killed_mid_stream_restarts_and_readers_see_the_restart(
     assert {e["data"]["attempt"] for e in events[restart:] if e["event"] == "chunk"} == {
         events[restart]["data"]["attempt"]}
     system.wait_workers(["source"])
+
+
+def test_a_stream_write_sent_again_adds_nothing(system: System) -> None:
+    """Given a write of a stream's items 0-1 that reached Redis, when it is sent again (its
+    reply was lost with a broken connection), then the stream still holds them once, and
+    the next write is added."""
+    client = system.redis()
+    put = client.register_script(lua("stream_put"))
+    keys = [stream_key("resent", "s"), stream_state_key("resent", "s"), job_key("resent")]
+
+    def write(attempt: int, first: int, items: list[str]) -> int:
+        status, taken, _ = put(keys, [attempt, 100, 60, first, json.dumps(items), "", ""])
+        assert status == b"ok"
+        return int(taken)
+
+    attempt = write(0, 0, ["a", "b"])
+    write(attempt, 0, ["a", "b"])
+    write(attempt, 2, ["c"])
+    entries: Any = client.xrange(keys[0])
+    assert [json.loads(f[b"d"]) for _, f in entries] == [["a", "b"], ["c"]]
 
 
 # --- declarations -------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 -- ARGV[2] entries kept (MAXLEN ~)   ARGV[3] TTL (s)   ARGV[4] index of the entry's first item
 -- ARGV[5] the items (a JSON list; '' for none)   ARGV[6] the end ('', 'ok' or 'failed')
 -- ARGV[7] the end's message   ARGV[8..] the cursor fields of the steps that read it
+-- A write whose first item's index is not past the last entry's of its attempt (field
+-- 'last') was written already (sent again after its reply was lost): it adds no entry.
 -- Returns {status, attempt, lowest}: status 'ok'; 'fenced' if a later attempt writes it now
 -- (this writer must stop); or the job's state if it ended ('failed', 'cancelled', ...).
 -- lowest: how many items of this attempt the slowest reading step read (a cursor is
@@ -13,6 +15,7 @@ local attempt = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
 if attempt == 0 then
   attempt = redis.call('HINCRBY', KEYS[2], 'attempt', 1)
+  redis.call('HSET', KEYS[2], 'last', -1)
 elseif current > attempt then
   return {'fenced', attempt, 0}
 end
@@ -20,7 +23,9 @@ local state = redis.call('HGET', KEYS[3], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   return {state, attempt, 0}
 end
-if ARGV[5] ~= '' or ARGV[6] ~= '' then
+local again = tonumber(ARGV[4]) <= tonumber(redis.call('HGET', KEYS[2], 'last') or '-1')
+if (ARGV[5] ~= '' or ARGV[6] ~= '') and not again then
+  redis.call('HSET', KEYS[2], 'last', ARGV[4])
   local fields = {'a', attempt, 'n', ARGV[4]}
   if ARGV[5] ~= '' then
     table.insert(fields, 'd')

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.commands.core import Script
 
 from app import _codec
 from app._protocol import (
@@ -169,6 +170,8 @@ class StepRecorder:
         self._succeed = client.register_script(lua("succeed"))
         self._fail = client.register_script(lua("fail_step", "end_job"))
         self._expand = client.register_script(lua("expand", "expand_map"))
+        self._loaded: set[str] = set()
+        """The scripts (SHA1) loaded into Redis for pipelines, by :meth:`_queue`."""
 
     def start(self, job: str, step: str, task_id: str, worker: str, tag: str,
               fields: Sequence[str], ready: Sequence[str] = ()) -> StepStart:
@@ -179,21 +182,18 @@ class StepRecorder:
     def start_all(self, starts: Sequence[Start], worker: str) -> list[StepStart]:
         """:meth:`start` of each of ``starts`` (a batch's steps), in one round trip."""
         now = time.time()
-
-        def call(s: Start, client: Any = None) -> Any:
-            return self._start(
-                keys=[*job_keys(s.job), self.inflight], client=client,
-                args=[s.step, s.task_id, worker, now, EVENTS,
-                      event(s.job, "running", s.step, worker=worker), event(s.job, "running"),
-                      s.tag, self.inflight_ttl_s, len(s.ready), *s.ready, *s.fields])
-
-        if len(starts) == 1:
-            replies = [call(starts[0])]
+        calls: list[tuple[list[str], list[Any]]] = [
+            ([*job_keys(s.job), self.inflight],
+             [s.step, s.task_id, worker, now, EVENTS, event(s.job, "running", s.step,
+                                                            worker=worker),
+              event(s.job, "running"), s.tag, self.inflight_ttl_s, len(s.ready), *s.ready,
+              *s.fields])
+            for s in starts]
+        if len(calls) == 1:
+            replies = [self._start(keys=calls[0][0], args=calls[0][1])]
         else:
-            with self.client.pipeline(transaction=False) as pipe:
-                for s in starts:
-                    call(s, pipe)
-                replies = pipe.execute()
+            # every call is of one script: Redis that lacks it ran none of them
+            replies = self._pipelined(self._start, calls, ())
         out = []
         for reply in replies:
             action = reply[0].decode()
@@ -266,7 +266,8 @@ class StepRecorder:
         if len(calls) == 1 and not also:
             replies = [self._finish(keys=stamped[0][0], args=stamped[0][1])]
         else:
-            replies = self._pipelined(stamped, also)
+            # a finish sent twice is 'done'
+            replies = self._pipelined(self._finish, stamped, also)
         if not settled:
             for call in calls:
                 if call.tag:
@@ -277,20 +278,28 @@ class StepRecorder:
                     for r in replies[:len(calls)]]
         return finished, list(replies[len(calls):])
 
-    def _pipelined(self, calls: Sequence[tuple[list[str], list[Any]]],
+    def _pipelined(self, script: Script, calls: Sequence[tuple[list[str], list[Any]]],
                    also: Sequence[Command]) -> list[Any]:
+        """``calls`` of ``script`` (keys, args), then the commands ``also``, in one round
+        trip; sent again if Redis did not know the script (it restarted since it was
+        loaded): the calls must be safe to send twice."""
         try:
-            return self._send(calls, also)
+            return self._send(script, calls, also)
         except redis.exceptions.NoScriptError:
-            # Redis restarted (and forgot the script) between the pipeline's script check
-            # and its resend: send it all again (a finish sent twice is 'done')
-            return self._send(calls, also)
+            self._loaded.discard(script.sha)
+            return self._send(script, calls, also)
 
-    def _send(self, calls: Sequence[tuple[list[str], list[Any]]],
+    def _send(self, script: Script, calls: Sequence[tuple[list[str], list[Any]]],
               also: Sequence[Command]) -> list[Any]:
+        # plain EVALSHAs, on a script loaded once: a pipeline given redis-py's Script objects
+        # asks Redis whether it knows them (SCRIPT EXISTS) at every execute, a round trip
+        # more for every batch
+        if script.sha not in self._loaded:
+            self.client.script_load(script.script)
+            self._loaded.add(script.sha)
         with self.client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                self._finish(keys=keys, args=args, client=pipe)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
             for command in also:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             return list(pipe.execute())

@@ -57,6 +57,23 @@ def test_the_calls_of_a_batch_are_stored_and_handed_off_together(http: httpx.Cli
     assert all(len(times) == 1 for times in by_batch.values()), by_batch
 
 
+def test_batches_run_after_redis_forgot_the_scripts(system: System, http: httpx.Client) -> None:
+    # given a worker that stored batches already, and Redis then emptied of its scripts (as
+    # a Redis restarted without them is)
+    busy = _busy(http, 0.5)
+    first = [submit(http, HOLD, {"seconds": 0.01, "key": "before-flush"}) for _ in range(4)]
+    assert [wait(http, job)["state"] for job in [busy, *first]] == ["succeeded"] * 5
+    system.redis().script_flush()
+    # when calls queue behind a busy model again
+    busy = _busy(http, 0.5)
+    jobs = [submit(http, HOLD, {"seconds": 0.01, "key": "after-flush"}) for _ in range(4)]
+    views = [wait(http, job) for job in jobs]
+    # then their batches started and finished: each job succeeded, in a batch of several
+    assert wait(http, busy)["state"] == "succeeded"
+    assert [v["state"] for v in views] == ["succeeded"] * 4
+    assert max(v["steps"]["hold"]["batch"]["size"] for v in views) > 1
+
+
 def test_calls_queued_behind_a_busy_model_run_when_its_batches_may_not_wait(
         http: httpx.Client) -> None:
     # given an API with max_latency_ms=0 whose model is busy, and calls queued behind it

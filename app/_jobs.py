@@ -171,7 +171,7 @@ class StepRecorder:
         self._fail = client.register_script(lua("fail_step", "end_job"))
         self._expand = client.register_script(lua("expand", "expand_map"))
         self._loaded: set[str] = set()
-        """The scripts (SHA1) loaded into Redis for pipelines, by :meth:`_queue`."""
+        """The scripts (SHA1) loaded into Redis for pipelines, by :meth:`_send`."""
 
     def start(self, job: str, step: str, task_id: str, worker: str, tag: str,
               fields: Sequence[str], ready: Sequence[str] = ()) -> StepStart:

@@ -137,14 +137,18 @@ class Writer:
             return
         self._read(block=False)
         # a failed end goes at once: the step is over, whether or not its readers caught up
-        while self._lowest >= 0 and self._written + len(write.items) - self._lowest > \
-                self._window and write.end != "failed":
+        while write.end != "failed" and self._past_window(len(write.items)):
             self._read(block=True)
-            if self._written + len(write.items) - self._lowest > self._window:
+            if self._past_window(len(write.items)):
                 time.sleep(_WAIT_S)
                 self._send(_Write([]))  # the readers' cursors alone
                 self._read(block=True)
         self._send(write)
+
+    def _past_window(self, items: int) -> bool:
+        """Whether ``items`` more would put the stream more than the window ahead of its
+        slowest reader (as far as the replies read so far tell)."""
+        return self._lowest >= 0 and self._written + items - self._lowest > self._window
 
     def _send(self, write: _Write) -> None:
         assert self._connection is not None

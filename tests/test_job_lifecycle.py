@@ -82,6 +82,25 @@ def test_cancel_while_step_2_runs_stops_steps_3_and_4(system: System, http: http
         "succeeded", "cancelled", "cancelled", "cancelled"]
 
 
+def test_cancel_stops_a_running_async_api_and_its_worker_keeps_serving(
+        system: System, http: httpx.Client) -> None:
+    # given a coroutine API awaiting a long sleep
+    r = system.redis()
+    before = marks(r, "cancel-async:end")
+    job = submit(http, "/v1/services/slow/asleep/jobs", {"seconds": 2.5, "key": "cancel-async"})
+    wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["asleep"]["state"]
+             == "running", 20, "the step to run")
+    # when its job is cancelled
+    assert http.delete(f"/v1/jobs/{job}").json()["state"] == "cancelled"
+    # then the step is stopped before its sleep ends (it never marks its end), and the
+    # worker serves the next call
+    wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["steps"]["asleep"]["state"]
+             == "cancelled", 10, "the step to be stopped")
+    assert run(http, "/v1/services/slow/inc/jobs", {"x": 1})["result"] == 2
+    drained(http, "slow")
+    assert marks(r, "cancel-async:end") == before
+
+
 def test_cancel_survives_a_restart_of_every_worker(system: System, http: httpx.Client) -> None:
     r = system.redis()
     before = marks(r, "cancel-b")

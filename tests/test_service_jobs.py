@@ -79,6 +79,20 @@ def test_a_failed_step_keeps_the_service_codes_traceback_in_the_job_and_the_log(
     assert "raise ValueError(message)" in system.log("worker-echo")
 
 
+def test_a_failed_async_api_keeps_its_own_traceback(http: httpx.Client) -> None:
+    # given a coroutine API that raises
+    # when a job of it fails
+    view = run(http, "/v1/services/echo/aboom/jobs", {"message": "awaited"})
+    # then the job failed with its error, and the traceback starts at the API's coroutine:
+    # not at the event loop or the wrapper that runs it
+    assert view["state"] == "failed" and view["error"]["type"] == "ValueError"
+    trace = view["error"]["traceback"]
+    frames = [line for line in trace.splitlines() if line.startswith('  File "')]
+    assert frames[0].endswith(", in aboom"), trace
+    assert "app/_async.py" not in trace and "asyncio" not in trace
+    assert trace.endswith("ValueError: awaited\n")
+
+
 def test_a_deep_traceback_is_kept_to_its_last_8000_characters(http: httpx.Client) -> None:
     # given a service API that raises 300 calls down
     # when its job fails

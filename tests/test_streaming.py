@@ -164,6 +164,26 @@ def test_cancel_stops_the_producer_and_its_reader(system: System, http: httpx.Cl
     assert end["event"] == "end" and end["data"]["state"] == "cancelled"
 
 
+def test_cancel_stops_async_apis_reading_a_stream(system: System, http: httpx.Client) -> None:
+    # given a long stream read by an async generator and a coroutine, both running
+    job = submit(http, "/v1/pipelines/stream-async/jobs", {"n": 2000, "pause_s": 0.05})
+    client = system.redis()
+    wait_for(lambda: client.xlen(stream_key(job, "sink.aupper")) >= 3 or None, 20,
+             "the async generator to write")
+    steps = ("source.count", "sink.aupper", "sink.joined")
+    # when the job is cancelled
+    assert http.delete(f"/v1/jobs/{job}").status_code == 200
+
+    def all_stopped() -> dict[str, Any] | None:
+        found = http.get(f"/v1/jobs/{job}").json()["steps"]
+        return found if {found[s]["state"] for s in steps} == {"cancelled"} else None
+
+    # then the source and both async readers stop, and the source's stream ends well short
+    # of its 2000 tokens
+    wait_for(all_stopped, 20, "every step to stop")
+    assert client.xlen(stream_key(job, "source.count")) < 100
+
+
 def test_a_failing_producer_fails_its_job_and_ends_its_readers(
         system: System, http: httpx.Client) -> None:
     # given a producer that raises at its fourth token

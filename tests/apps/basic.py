@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -66,6 +67,12 @@ class Echo:
         raise ValueError(message)
 
     @api
+    async def aboom(self, message: str) -> str:
+        """Raises, from a coroutine."""
+        await asyncio.sleep(0)
+        raise ValueError(message)
+
+    @api
     def deep(self, depth: int) -> int:
         """Raises ValueError ``depth`` calls down (through two functions in turn, so that
         Python does not fold the traceback's repeated lines)."""
@@ -94,6 +101,14 @@ class Slow:
         """Sleep; ``after`` only orders this step after the one whose output it is."""
         mark(f"{key}:start")
         time.sleep(seconds)
+        mark(f"{key}:end")
+        return seconds
+
+    @api
+    async def asleep(self, seconds: float, key: str = "slow") -> float:
+        """Sleep on the event loop (a coroutine API)."""
+        mark(f"{key}:start")
+        await asyncio.sleep(seconds)
         mark(f"{key}:end")
         return seconds
 

@@ -18,7 +18,7 @@ import shlex
 import tempfile
 import time
 import xmlrpc.client
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,10 @@ INDEX = "{index}"
 """In a :class:`Program`'s command, the number of each of its processes."""
 
 _NUMBER = "%(process_num)d"
+_STOP_WAIT_S = 20
+"""How long a stopping process may take before supervisord kills it."""
+_STOPPED = frozenset({"STOPPED", "EXITED", "FATAL"})
+"""supervisord's states of a process that does not run."""
 # AF_UNIX paths are limited to 108 bytes; a deep state dir gets a socket in the temp dir
 _SOCKET_MAX = 100
 
@@ -92,7 +96,7 @@ def _section(program: Program, state: Path, detached: bool) -> str:
         "numprocs": str(program.processes), "priority": str(program.priority),
         "autostart": "true", "autorestart": "true", "startsecs": str(program.startsecs),
         "startretries": "10", "stopasgroup": "true", "killasgroup": "true",
-        "stopsignal": "TERM", "stopwaitsecs": "20", "redirect_stderr": "true",
+        "stopsignal": "TERM", "stopwaitsecs": str(_STOP_WAIT_S), "redirect_stderr": "true",
     }
     if detached:
         logs = _escape(str(log_dir(state)))
@@ -159,7 +163,24 @@ class Control:
         self._rpc.stopProcessGroup(group, True)
         self._rpc.startProcessGroup(group, True)
 
-    def shutdown(self) -> None:
+    def shutdown(self, last: Collection[str] = ()) -> None:
+        """Stop every program at once, but those named in ``last``, which stop once the rest
+        have; then supervisord, which has nothing left to stop. (supervisord's own shutdown
+        stops one program after another, each once the one before has exited, and looks at
+        the next only at its loop's next tick, a second: with a worker program per service,
+        `braid down` of the demos took 27 s.)"""
+        groups = self.groups()
+        first = [g for g in groups if g not in last]
+        for group in first:
+            self._rpc.stopProcessGroup(group, False)
+        # supervisord kills what still runs after _STOP_WAIT_S
+        deadline = time.monotonic() + _STOP_WAIT_S + 5
+        while time.monotonic() < deadline and any(
+                p["group"] in first and p["statename"] not in _STOPPED for p in self.processes()):
+            time.sleep(0.1)
+        for group in last:
+            if group in groups:
+                self._rpc.stopProcessGroup(group, True)
         self._rpc.shutdown()
 
 

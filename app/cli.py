@@ -542,11 +542,16 @@ def _bootstrap_missing(specs: Any) -> None:
         _models.bootstrap(store, buildable, echo=click.echo)
 
 
+_REDIS = "redis"
+"""The embedded Redis's program: started first, stopped last (the workers' warm shutdown
+acks and hands back through it)."""
+
+
 def _programs(settings: Settings, registry: Any, counts: dict[str, int]) -> list[Program]:
     braid = [sys.executable, "-m", "app.cli"]
     programs = []
     if settings.redis_url is None:
-        programs.append(Program("redis", [*braid, "redis"], priority=1, startsecs=1))
+        programs.append(Program(_REDIS, [*braid, "redis"], priority=1, startsecs=1))
     for svc in registry.all_services:
         programs.append(Program(worker_group(svc.name),
                                 [*braid, "worker", svc.name, "--index", INDEX], priority=10,
@@ -644,12 +649,40 @@ def up(apps: tuple[str, ...], scale: tuple[str, ...], bench: bool, detach: bool)
         return
     _append_stdout()
     supervisord = subprocess.Popen(command, preexec_fn=_stop_with_parent)
+
+    stopping = False
+
+    def stop(number: int, _: Any) -> None:
+        # SIGINT from a terminal's Ctrl-C reached every process already; a SIGTERM (kill,
+        # systemd) reached this one only: every program is asked to stop at once, and once
+        # (a SIGTERM forwarded to supervisord meanwhile would stop them one by one again)
+        nonlocal stopping
+        if number == signal.SIGTERM:
+            if stopping:
+                return
+            stopping = True
+            if _stopped_at_once(state):
+                return
+        supervisord.send_signal(number)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda number, _: supervisord.send_signal(number))
+        signal.signal(sig, stop)
     ready = watch(url, started, click.echo, lambda: supervisord.poll() is None)
     if ready.seconds is not None:
         click.echo(_ready_line(ready.seconds, url) + "; Ctrl-C stops it")
     raise SystemExit(supervisord.wait())
+
+
+def _stopped_at_once(state: Path) -> bool:
+    """Whether the supervisord running from ``state`` was told to stop (see
+    :meth:`Control.shutdown`); False where it does not answer (yet)."""
+    import xmlrpc.client
+
+    with contextlib.suppress(BraidError, OSError, xmlrpc.client.Error), control(state) as running:
+        if running is not None:
+            running.shutdown(last=(_REDIS,))
+            return True
+    return False
 
 
 def _stop_with_parent() -> None:
@@ -703,8 +736,8 @@ def down() -> None:
                              f"{socket_path(state)}); set BRAID_STATE_DIR to the one it was "
                              "started with")
         pid = running.pid()
-        running.shutdown()
-    click.echo(f"stopping (supervisord pid {pid}) ...")
+        click.echo(f"stopping (supervisord pid {pid}) ...")
+        running.shutdown(last=(_REDIS,))
     if not wait_exit(pid, 120):
         raise BraidError(f"supervisord (pid {pid}) still runs after 120 s; `kill {pid}`")
     click.echo("stopped")

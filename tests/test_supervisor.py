@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from app._supervisor import Control, Program, config, control, log_dir, wait_exit
+from app._supervisor import Program, config, control, log_dir, wait_exit
 from tests.foreground import kill, start
 from tests.harness import wait_for
 from tests.processes import alive, tree
@@ -27,12 +27,13 @@ _SLOW_STOP = (
 )
 
 
-def _running(state: Path, names: list[str]) -> Control | None:
+def _running(state: Path, names: list[str]) -> bool:
+    """Whether the supervisord of ``state`` answers, running every program of ``names``."""
     with control(state) as running:
         if running is None:
-            return None
+            return False
         states = {p["group"]: p["statename"] for p in running.processes()}
-        return running if all(states.get(n) == "RUNNING" for n in names) else None
+        return all(states.get(n) == "RUNNING" for n in names)
 
 
 def test_shutdown_stops_every_program_at_once_and_those_named_last_after_them(
@@ -51,7 +52,7 @@ def test_shutdown_stops_every_program_at_once_and_those_named_last_after_them(
     supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c",
                                     str(conf)])
     try:
-        wait_for(lambda: _running(state, names) is not None or None, 30, "every program to run")
+        wait_for(lambda: _running(state, names) or None, 30, "every program to run")
         # when it is shut down, "last" named to stop after the rest
         with control(state) as running:
             assert running is not None

@@ -152,7 +152,8 @@ async def _measure(systems: Sequence[System], workloads: Sequence[Workload],
     rate = await _submit_rate(braid, args.submit_clients, args.seconds)
     if braid.settings is not None:
         found = await asyncio.to_thread(streaming.measure, braid, braid.settings.broker_url,
-                                        braid.settings.stream_retention)
+                                        braid.settings.stream_retention,
+                                        braid.settings.worker_nice)
         rate += "\n\n" + "\n".join(found.lines())
     rate += "\n\n" + "\n".join(await asyncio.to_thread(listing.measure))
     names = [s.name for s in systems]

@@ -87,7 +87,7 @@ class Figures:
             f"({self.hop_in_a_row_s * 1000:.1f} ms) instead: "
             f"{self.ttfc_s / (self.ttft_s + self.hop_in_a_row_s):.2f}",
             f"streaming: the floor, both stages in process (first token, then its score) "
-            f"{self.two_stages_s * 1000:.1f} ms + one hop: {floor / (self.ttft_s + self.hop_s):.2f}"
+            f"{self.two_stages_s * 1000:.1f} ms + one hop: {floor / base:.2f}"
             f" of the goal's base; Braid's first chunk {self.ttfc_s / floor:.2f}x the floor",
             f"streaming: a second stage costs at least {second * 1000:.1f} ms here, outside "
             f"Braid (BERT in a process of its own, waiting on a Redis stream: GPT-2's first "
@@ -119,9 +119,9 @@ def _local_scorer() -> Any:
 
 
 def _local_models() -> tuple[Any, Any]:
+    scorer = _local_scorer()  # sets torch's threads first
     from workers.gpt2 import GPT2
 
-    scorer = _local_scorer()
     return GPT2(), scorer
 
 

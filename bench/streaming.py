@@ -45,8 +45,9 @@ PROMPT = "I have an idea!"
 TOKENS = 128
 DRAFT = "/v1/services/gpt2/draft/jobs"
 TWO_STAGES = "/v1/pipelines/draft-and-score/jobs"
-_OUT_OF_BRAID = "braid-bench:second-stage"
-"""The Redis keys of the second stage outside Braid (``:in``, ``:out``, ``:ready``)."""
+_IN, _OUT, _READY = (f"braid-bench:second-stage:{k}" for k in ("in", "out", "ready"))
+"""The Redis keys of the second stage outside Braid: what it reads, what it writes, and the
+list it says it is ready on."""
 
 
 @dataclass(frozen=True)
@@ -203,18 +204,18 @@ class _SecondStage:
 
         # its reads block longer than redis-py's default socket timeout (5 s)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=None)
-        self._client.delete(*(f"{_OUT_OF_BRAID}:{k}" for k in ("in", "out", "ready")))
+        self._client.delete(_IN, _OUT, _READY)
         self._last = "0-0"
         self._process = subprocess.Popen(
             [sys.executable, "-c", f"from bench.streaming import serve; serve({redis_url!r}, {nice})"],
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        if self._client.blpop(f"{_OUT_OF_BRAID}:ready", 120) is None:
+        if self._client.blpop(_READY, 120) is None:
             self._process.kill()
             raise RuntimeError("the second stage outside Braid did not start in 120 s")
 
     def _ask(self, text: str, echo: bool) -> None:
-        self._client.xadd(f"{_OUT_OF_BRAID}:in", {"t": text, "echo": int(echo)})
-        found: Any = self._client.xread({f"{_OUT_OF_BRAID}:out": self._last}, block=30_000)
+        self._client.xadd(_IN, {"t": text, "echo": int(echo)})
+        found: Any = self._client.xread({_OUT: self._last}, block=30_000)
         if not found:
             raise RuntimeError("the second stage outside Braid did not answer in 30 s")
         self._last = found[0][1][-1][0]
@@ -232,12 +233,12 @@ class _SecondStage:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        self._client.xadd(f"{_OUT_OF_BRAID}:in", {"t": "", "stop": 1})
+        self._client.xadd(_IN, {"t": "", "stop": 1})
         try:
             self._process.wait(30)
         except subprocess.TimeoutExpired:
             self._process.kill()
-        self._client.delete(*(f"{_OUT_OF_BRAID}:{k}" for k in ("in", "out", "ready")))
+        self._client.delete(_IN, _OUT, _READY)
 
 
 def serve(redis_url: str, nice: int) -> None:
@@ -249,10 +250,10 @@ def serve(redis_url: str, nice: int) -> None:
     scorer = _local_scorer()
     next(scorer.score_draft(iter([PROMPT]), every=1))  # warm
     client = redis.Redis.from_url(redis_url, socket_timeout=None)
-    client.rpush(f"{_OUT_OF_BRAID}:ready", 1)
+    client.rpush(_READY, 1)
     last = "0-0"
     while True:
-        found: Any = client.xread({f"{_OUT_OF_BRAID}:in": last}, block=0)
+        found: Any = client.xread({_IN: last}, block=0)
         for entry, fields in found[0][1]:
             last = entry
             if fields.get(b"stop"):
@@ -260,7 +261,7 @@ def serve(redis_url: str, nice: int) -> None:
             text = fields[b"t"].decode()
             out = text if fields[b"echo"] == b"1" else json.dumps(
                 next(scorer.score_draft(iter([text]), every=1)))
-            client.xadd(f"{_OUT_OF_BRAID}:out", {"d": out})
+            client.xadd(_OUT, {"d": out})
 
 
 def _hops(http: httpx.Client, url: str, n: int) -> list[float]:
